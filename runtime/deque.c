@@ -1,0 +1,256 @@
+/*
+ * deque.c: the slow paths of the split Chase-Lev deque (see deque.h for the
+ * layout and the invariants): growth, publishing on request, the owner's
+ * pop from the public part, and stealing.
+ *
+ * Overview / Invariants (who writes what, why nothing is lost or doubled)
+ *   top        CAS only (thieves; the owner for the last public item).
+ *   split      owner only: store_release when it grows (publish), plain
+ *              store followed by the store-load ordering when it shrinks
+ *              (public pop), plain store when it is restored after that.
+ *   array      owner only, store_release after the new array is filled.
+ *   split_req  thieves set it to 1 (only if they read 0, so idle thieves
+ *              do not keep pulling away a line the owner reads in every
+ *              push and pop); the owner clears it when it publishes.  A
+ *              request lost to that race only delays a thief, which asks
+ *              again on its next failure.
+ *
+ *   Why the private part needs no fence: thieves only read and CAS indices
+ *   below the split they saw.  split grows only by a release store (which
+ *   publishes the slots), and shrinks only through the store-load protocol
+ *   below, so no thief can act on a stale split above the owner's.
+ *
+ *   The one-item race: the owner's public pop stores split = s and then
+ *   reads top; a thief reads top, then split.  With seq_cst ordering
+ *   between each store and load (a fence, or seq_cst RMW/loads under TSan)
+ *   at least one side sees the other: either the thief sees split <= t and
+ *   fails, or the owner sees top == s and both CAS top, or the owner sees
+ *   top < s and the thief's index t < s is not the owner's item.
+ *
+ *   Growth copies [o_top, bottom) into a doubled array and retires the old
+ *   one without touching it again, so a thief that read the old pointer
+ *   still finds there the task of the index it will CAS (indices below the
+ *   owner's top snapshot may be stale, but their CAS must fail).  An index
+ *   pushed after the growth is only reachable through a publish made after
+ *   the new array's release store, and thieves load the array after split,
+ *   so they cannot look for it in the old array.  Retired arrays sum to
+ *   less than the current one because sizes double.
+ */
+#include <errno.h>
+#include <stdlib.h>
+
+#include "deque.h"
+
+/* The only allocation site, so it can later move to node-local memory. */
+static struct deque_array *array_alloc(unsigned log2)
+{
+	struct deque_array *a;
+	size_t n;
+	void *p;
+
+	if (log2 > DEQUE_MAX_LOG2)
+		return NULL;
+	n = (size_t)1 << log2;
+	if (posix_memalign(&p, WEFT_CACHELINE,
+			   sizeof(struct deque_array) + n * sizeof(struct weft_task *)))
+		return NULL;
+	a = p;
+	a->retired_next = NULL;
+	a->mask = n - 1;
+	return a;
+}
+
+static void array_free(struct deque_array *a)
+{
+	free(a);
+}
+
+int deque_init(struct weft_deque *d, unsigned log2_capacity)
+{
+	struct deque_array *a = array_alloc(log2_capacity);
+
+	if (!a)
+		return -ENOMEM;
+	d->top = 0;
+	d->split = 0;
+	d->array = a;
+	d->split_req = 0;
+	d->bottom = 0;
+	d->o_split = 0;
+	d->o_top = 0;
+	d->slots = a->slots;
+	d->mask = a->mask;
+	d->retired = NULL;
+	return 0;
+}
+
+void deque_fini(struct weft_deque *d)
+{
+	struct deque_array *a = d->retired;
+
+	while (a) {
+		struct deque_array *next = a->retired_next;
+
+		array_free(a);
+		a = next;
+	}
+	array_free(d->array);
+	d->array = NULL;
+	d->retired = NULL;
+	d->slots = NULL;
+}
+
+/* Called by push when bottom - o_top says the array may be full. */
+int deque_grow(struct weft_deque *d)
+{
+	/* Acquire pairs with the thieves' CAS on top (and our own): their slot
+	 * reads happen before we reuse those slots. */
+	int64_t t = load_acquire(&d->top);
+	int64_t b = d->bottom;
+	struct deque_array *old = d->array, *a;
+	unsigned log2 = 0;
+
+	d->o_top = t;
+	if ((uint64_t)(b - t) <= d->mask)
+		return 0;
+	while (((uint64_t)1 << log2) <= d->mask)
+		log2++;
+	a = array_alloc(log2 + 1);
+	if (!a)
+		return -ENOMEM;
+	/* Only the owner writes slots, so relaxed loads see its latest values.
+	 * Indices below the true top may be copied stale: no CAS can take
+	 * them any more. */
+	for (int64_t i = t; i < b; i++)
+		a->slots[(uint64_t)i & a->mask] =
+			load_relaxed(&old->slots[(uint64_t)i & old->mask]);
+	old->retired_next = d->retired;
+	d->retired = old;
+	/* Release pairs with the acquire load of array in deque_steal: a thief
+	 * that sees the new array sees it filled. */
+	store_release(&d->array, a);
+	d->slots = a->slots;
+	d->mask = a->mask;
+	return 0;
+}
+
+/* Called by push and pop when a thief asked: move split toward bottom by
+ * ceil(private / 2), exposing the older half of the private part. */
+void deque_publish(struct weft_deque *d)
+{
+	int64_t priv = d->bottom - d->o_split;
+
+	/* Nothing to give: leave the request up for the next push. */
+	if (priv <= 0)
+		return;
+	d->o_split += (priv + 1) / 2;
+	/* Release pairs with the acquire loads of split in deque_steal: the
+	 * slot stores (and the tasks' contents) become visible with it; so
+	 * does a grown array, stored before. */
+	store_release(&d->split, d->o_split);
+	store_relaxed(&d->split_req, 0);
+	d->o_published = true;
+}
+
+/* Called by pop when the private part is empty: the Chase-Lev take on
+ * [top, split), split standing for Chase-Lev's bottom. */
+struct weft_task *deque_pop_public(struct weft_deque *d)
+{
+	int64_t s = d->o_split;
+	int64_t t;
+	struct weft_task *x;
+
+	/* top <= split always, so top == split here means nothing is left and
+	 * no thief can race us: skip the fence.  Acquire pairs with the
+	 * thieves' CAS on top, as in deque_grow (o_top is set from it). */
+	t = load_acquire(&d->top);
+	if (t >= s) {
+		d->o_top = t;
+		return NULL;
+	}
+	s--;
+#if WEFT_TSAN
+	/* TSan ignores fences: a seq_cst exchange and load give it the same
+	 * store-load ordering, pairing with the seq_cst loads in deque_steal. */
+	exchange_seq_cst(&d->split, s);
+	t = load_seq_cst(&d->top);
+#else
+	store_relaxed(&d->split, s);
+	/* Store-load ordering: pairs with the fence in deque_steal between
+	 * its read of top and its read of split. */
+	fence_seq_cst();
+	/* Acquire pairs with the thieves' CAS on top (o_top is set from it). */
+	t = load_acquire(&d->top);
+#endif
+	if (t < s) {
+		/* No thief can reach index s: keep it, the deque's bottom and
+		 * split now both stand at s. */
+		x = load_relaxed(&d->slots[(uint64_t)s & d->mask]);
+		d->o_split = s;
+		store_relaxed(&d->bottom, s);
+		d->o_top = t;
+		return x;
+	}
+	x = NULL;
+	if (t == s) {
+		/* The last public item: whoever moves top past s owns it.
+		 * seq_cst: the same total order the thieves' CAS is in. */
+		x = load_relaxed(&d->slots[(uint64_t)s & d->mask]);
+		if (!cas_seq_cst(&d->top, &t, t + 1))
+			x = NULL;
+	}
+	/* Empty now either way (top == s + 1): put split back.  Relaxed: it
+	 * publishes nothing, thieves reading it see top == split. */
+	s++;
+	store_relaxed(&d->split, s);
+	d->o_split = s;
+	store_relaxed(&d->bottom, s);
+	d->o_top = s;
+	return x;
+}
+
+struct weft_task *deque_steal(struct weft_deque *d, int *why)
+{
+	struct deque_array *a;
+	struct weft_task *x;
+	int64_t t, s;
+
+#if WEFT_TSAN
+	/* seq_cst loads stand in for the fence below (TSan ignores fences);
+	 * they pair with the exchange in deque_pop_public. */
+	t = load_seq_cst(&d->top);
+	s = load_seq_cst(&d->split);
+#else
+	/* Acquire pairs with the seq_cst CAS of whoever moved top last: what
+	 * that thief saw of split is seen here too. */
+	t = load_acquire(&d->top);
+	/* Acquire pairs with store_release in deque_publish. */
+	s = load_acquire(&d->split);
+	if (t < s) {
+		/* Store-load ordering: pairs with the fence in
+		 * deque_pop_public.  Only a thief that may take an item pays
+		 * for it; an empty deque is answered by the loads above. */
+		fence_seq_cst();
+		/* Acquire pairs with store_release in deque_publish. */
+		s = load_acquire(&d->split);
+	}
+#endif
+	if (t >= s) {
+		/* Read first: the line is the owner's, write it only once. */
+		if (!load_relaxed(&d->split_req))
+			store_relaxed(&d->split_req, 1);
+		*why = DEQUE_EMPTY;
+		return NULL;
+	}
+	/* Acquire pairs with store_release in deque_grow; loaded after split
+	 * so that the array holding a just-published index is seen. */
+	a = load_acquire(&d->array);
+	/* Read before the CAS: once top moves, the owner may reuse the slot. */
+	x = load_relaxed(&a->slots[(uint64_t)t & a->mask]);
+	/* seq_cst: one total order with the owner's CAS on the last item. */
+	if (!cas_seq_cst(&d->top, &t, t + 1)) {
+		*why = DEQUE_ABORT;
+		return NULL;
+	}
+	return x;
+}

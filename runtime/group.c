@@ -1,0 +1,231 @@
+/*
+ * group.c: fork-join groups (weft_group_*).
+ *
+ * Overview
+ *   A group's count of unfinished tasks is split in two:
+ *     local   plain int64, touched only by the worker that initialised the
+ *             group (`owner`): spawns it makes and tasks it runs itself
+ *             from its own deque cost no atomic instruction at all;
+ *     shared  uint32 = 2 * S + W (mod 2^32): S is the rest of the count
+ *             (spawns from other threads, and tasks stolen from the owner,
+ *             which decrement S and may drive it negative: local then still
+ *             holds their +1), W is the "a waiter sleeps" bit.  Adding or
+ *             subtracting 2 never touches W.
+ *   The group is done when local + S == 0.  Only the owner can read local,
+ *   which is why weft_group_wait must run on the thread that called
+ *   weft_group_init.
+ *
+ * Sleeping waiter (owner or outside thread)
+ *   Before sleeping the waiter moves local into S and sets W with one RMW
+ *   (fetch_add of 2*local + 1).  From then on S is the whole count.  The
+ *   completer whose decrement leaves shared == 1 (S = 0, W set) reads
+ *   `waiter`, stores shared = 0 and wakes it.  The waiter returns only
+ *   after it sees shared == 0, so the completer's last access to the group
+ *   is that store; the wake that follows uses only the worker (which
+ *   outlives groups) or the futex address (FUTEX_WAKE does not read it).
+ *   A worker that wakes for other work first clears W again (unless the
+ *   count reached zero meanwhile), so no completer can see "zero" while
+ *   the owner is back to counting in local.
+ *
+ * Invariants
+ *   - W is set only by the waiter and cleared by the waiter (while S > 0)
+ *     or by the one completer that brought S to 0.
+ *   - Every task counted in local was spawned by the owner; it is
+ *     decremented from local if the owner runs it, from S otherwise.
+ */
+#include "rt.h"
+
+#include <errno.h>
+
+#include "os.h"
+
+static inline int64_t shared_count(uint32_t v)
+{
+	return (int64_t)((int32_t)v >> 1);
+}
+
+void weft_group_init(struct weft_group *g)
+{
+	if (!g)
+		return;
+	struct weft_worker *w = weft_tls_worker;
+	g->shared = 0;
+	g->reserved_ = 0;
+	g->local = 0;
+	g->owner = w;
+	g->waiter = NULL;
+}
+
+/* The last decrement found the waiter bit: hand over and wake. */
+static void group_finish(struct weft_group *g)
+{
+	struct weft_worker *waiter = g->waiter;
+	/* release: the waiter's load_acquire of 0 sees every task's effects
+	 * (they were released into `shared` by the decrements before ours). */
+	store_release(&g->shared, 0);
+	if (waiter)
+		park_notify(waiter);
+	else
+		os_futex_wake(&g->shared, 1);
+}
+
+void group_task_done(struct weft_worker *w, struct weft_group *g, uint32_t flags)
+{
+	if ((flags & TASK_COUNTED_LOCAL) && g->owner == w) {
+		g->local--;
+		return;
+	}
+	/* acq_rel: release publishes the task's effects to the waiter;
+	 * acquire orders our read of g->waiter after the waiter's fetch_add
+	 * that set W (the RMW chain on `shared`). */
+	uint32_t old = fetch_sub_acq_rel(&g->shared, 2);
+	if (old - 2 == 1)
+		group_finish(g);
+}
+
+int weft_group_spawn(weft_rt *rt, struct weft_group *g, void (*fn)(void *arg), void *arg)
+{
+	if (unlikely(!rt || !g || !fn))
+		return -EINVAL;
+	struct weft_worker *w = weft_tls_worker;
+	if (likely(w && w->rt == rt)) {
+		if (likely(g->owner == w)) {
+			g->local++;
+			int r = rt_push_local(w, fn, arg, g, TASK_COUNTED_LOCAL);
+			if (unlikely(r < 0))
+				g->local--;
+			return r;
+		}
+		/* relaxed: the decrement comes after the task runs, which comes
+		 * after the push that follows this; RMWs on one word are ordered. */
+		fetch_add_relaxed(&g->shared, 2);
+		int r = rt_push_local(w, fn, arg, g, 0);
+		if (unlikely(r < 0))
+			group_task_done(w, g, 0);
+		return r;
+	}
+	fetch_add_relaxed(&g->shared, 2);
+	int r = rt_push_outside(rt, -1, false, fn, arg, g);
+	if (unlikely(r < 0)) {
+		/* Undo; nobody can be waiting on a count we just raised. */
+		fetch_sub_relaxed(&g->shared, 2);
+	}
+	return r;
+}
+
+/* Clear the waiter bit after waking for other work.  False when the count
+ * reached zero meanwhile: a completer owns the hand-over. */
+static bool group_unflag(struct weft_group *g)
+{
+	uint32_t v = load_relaxed(&g->shared);
+	for (;;) {
+		if (v == 1 || v == 0)
+			return false;
+		if (!(v & 1))
+			return true;
+		if (cas_acq_rel(&g->shared, &v, v & ~1u))
+			return true;
+	}
+}
+
+struct group_wait_ctx {
+	struct weft_worker *w;
+	struct weft_group *g;
+};
+
+static bool group_done_pred(void *p)
+{
+	struct weft_group *g = p;
+	/* acquire: pairs with completers' release decrements. */
+	return g->local + shared_count(load_acquire(&g->shared)) == 0;
+}
+
+static bool group_sleep_recheck(void *p)
+{
+	struct group_wait_ctx *c = p;
+	/* acquire: pairs with group_finish's store_release. */
+	return load_acquire(&c->g->shared) == 0 || worker_work_visible(c->w);
+}
+
+static void group_wait_worker(struct weft_worker *w, struct weft_group *g)
+{
+	while (!group_done_pred(g)) {
+		struct weft_task *t = worker_next(w);
+		if (!t)
+			t = worker_find_work(w);
+		if (!t) {
+			if (!w->spinning)
+				park_spin_begin(w);
+			t = worker_spin_for_work(w, group_done_pred, g);
+		}
+		if (t) {
+			worker_run_found(w, t);
+			continue;
+		}
+		if (group_done_pred(g))
+			break;
+
+		/* Sleep: move local into shared and raise the waiter bit. */
+		g->waiter = w;
+		uint32_t add = (uint32_t)(2 * g->local + 1);
+		g->local = 0;
+		/* acq_rel: release publishes g->waiter to the completer that sees
+		 * W; acquire pairs with earlier completers' decrements. */
+		uint32_t now = fetch_add_acq_rel(&g->shared, add) + add;
+		if (now == 1) {
+			/* Already zero, no completer in flight: undo W ourselves. */
+			store_relaxed(&g->shared, 0);
+			break;
+		}
+		struct group_wait_ctx c = { .w = w, .g = g };
+		park_worker(w, PARK_KIND_WAIT, group_sleep_recheck, &c);
+		/* acquire: pairs with group_finish. */
+		if (load_acquire(&g->shared) == 0)
+			break;
+		if (!group_unflag(g)) {
+			/* The last completer is between its decrement and its
+			 * store; wait for the store, then the group is done. */
+			while (load_acquire(&g->shared) != 0)
+				cpu_relax();
+			break;
+		}
+	}
+	if (w->spinning)
+		park_spin_end(w, false);
+}
+
+static void group_wait_thread(struct weft_group *g)
+{
+	g->waiter = NULL;
+	/* acq_rel: as in group_wait_worker; local is 0 off the owner. */
+	uint32_t v = fetch_add_acq_rel(&g->shared, 1) + 1;
+	if (v == 1) {
+		store_relaxed(&g->shared, 0);
+		return;
+	}
+	/* acquire: pairs with group_finish's store_release. */
+	while ((v = load_acquire(&g->shared)) != 0)
+		os_futex_wait(&g->shared, v, -1);
+}
+
+void weft_group_wait(weft_rt *rt, struct weft_group *g)
+{
+	if (unlikely(!rt || !g))
+		return;
+	struct weft_worker *w = weft_tls_worker;
+	if (likely(w && w->rt == rt)) {
+		/* Fast path: the tasks are usually still on our own deque. */
+		while (!group_done_pred(g)) {
+			struct weft_task *t = deque_pop(&w->deque);
+			if (!t) {
+				group_wait_worker(w, g);
+				return;
+			}
+			worker_run_task(w, t);
+		}
+		return;
+	}
+	if (shared_count(load_acquire(&g->shared)) + g->local == 0)
+		return;
+	group_wait_thread(g);
+}

@@ -1,0 +1,53 @@
+/*
+ * os.h: the small OS layer.  Every futex, topology and (later) io_uring
+ * syscall the runtime makes goes through the table below, so a test can
+ * swap in its own functions and inject failures, EINTR or spurious wakeups.
+ *
+ * Invariant: callers treat every wait as "may return early for no reason";
+ * a wait returning 0 only means "look again".
+ */
+#ifndef WEFT_OS_H
+#define WEFT_OS_H
+
+#include <sched.h>
+#include <stdint.h>
+#include <time.h>
+
+struct weft_os {
+	/* Sleep while *word == expected.  timeout_ns < 0: no timeout.
+	 * Returns 0 or -errno (-EAGAIN, -EINTR, -ETIMEDOUT). */
+	int (*futex_wait)(uint32_t *word, uint32_t expected, int64_t timeout_ns);
+	/* Wake up to n sleepers on word; returns how many woke or -errno. */
+	int (*futex_wake)(uint32_t *word, int n);
+
+	/* Topology sources (topology.c).  Each returns 0 or -errno. */
+	/* The CPUs this process may run on. */
+	int (*affinity)(cpu_set_t *out);
+	/* Highest NUMA node number, or -ENOSYS when libnuma reports no NUMA
+	 * support (then everything is one node). */
+	int (*numa_max_node)(void);
+	/* CPUs of one node (may be empty: a memory-less or CPU-less node). */
+	int (*numa_node_cpus)(int node, cpu_set_t *out);
+	/* SLIT distance between two nodes (10 = local), or -errno. */
+	int (*numa_distance)(int a, int b);
+};
+
+/* The table in use; tests replace it with weft_os_set() and restore it with
+ * weft_os_set(NULL).  Not thread-safe: swap only while no runtime runs. */
+extern const struct weft_os *weft_os_active;
+void weft_os_set(const struct weft_os *os);
+const struct weft_os *weft_os_default(void);
+
+static inline int os_futex_wait(uint32_t *word, uint32_t expected, int64_t timeout_ns)
+{
+	return weft_os_active->futex_wait(word, expected, timeout_ns);
+}
+
+static inline int os_futex_wake(uint32_t *word, int n)
+{
+	return weft_os_active->futex_wake(word, n);
+}
+
+uint64_t os_now_ns(void);
+
+#endif

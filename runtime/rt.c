@@ -1,0 +1,404 @@
+/*
+ * rt.c: creating and destroying a runtime, the public spawn entry points,
+ * stats, and the default (pthreads) thread layer.
+ *
+ * Overview / Invariants
+ *   weft_create builds the topology, places workers (node-major, CPUs of
+ *   the nodes interleaved so every node gets workers before any node gets a
+ *   second one), allocates each worker on its node, starts the threads and
+ *   opens the start gate.  If anything fails, the gate opens with "abort":
+ *   started threads return at once, are joined, and everything is freed.
+ *
+ *   weft_destroy is a small state machine on rt->state:
+ *     RUNNING -> DRAINING   outside spawns now fail with -ESHUTDOWN; wait
+ *                           until no outside spawn is half-way (submitters)
+ *     DRAINING -> QUIESCED  from now on only tasks create tasks
+ *     QUIESCED -> EXIT      when every worker is parked in its main loop
+ *                           and no queue holds a task: nothing can create
+ *                           work any more.  Whoever sees that first (the
+ *                           last worker to park, or weft_destroy itself)
+ *                           moves the state with a CAS and wakes everyone.
+ *   The check "all parked" and the move to QUIESCED are both seq_cst, so
+ *   the last parker and weft_destroy cannot both miss the condition.
+ */
+#include "rt.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <weft/version.h>
+
+#include "os.h"
+
+enum { GATE_CLOSED = 0, GATE_OPEN = 1, GATE_ABORT = 2 };
+
+/* ---- default thread layer ------------------------------------------------ */
+
+struct pthread_start {
+	void (*fn)(void *);
+	void *arg;
+};
+
+static void *pthread_trampoline(void *p)
+{
+	struct pthread_start s = *(struct pthread_start *)p;
+	free(p);
+	s.fn(s.arg);
+	return NULL;
+}
+
+static int pt_start(void *ctx, void **handle, void (*fn)(void *), void *arg)
+{
+	(void)ctx;
+	struct pthread_start *s = malloc(sizeof(*s));
+	pthread_t *t = malloc(sizeof(*t));
+	if (!s || !t) {
+		free(s);
+		free(t);
+		return -ENOMEM;
+	}
+	s->fn = fn;
+	s->arg = arg;
+	int r = pthread_create(t, NULL, pthread_trampoline, s);
+	if (r) {
+		free(s);
+		free(t);
+		return -r;
+	}
+	*handle = t;
+	return 0;
+}
+
+static int pt_join(void *ctx, void *handle)
+{
+	(void)ctx;
+	pthread_t *t = handle;
+	int r = pthread_join(*t, NULL);
+	free(t);
+	return -r;
+}
+
+static int pt_pin(void *ctx, int cpu)
+{
+	(void)ctx;
+	cpu_set_t set;
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	int r = pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+	return -r;
+}
+
+static const struct weft_thread_ops pthread_ops = {
+	.ctx = NULL,
+	.start = pt_start,
+	.join = pt_join,
+	.pin = pt_pin,
+};
+
+const struct weft_thread_ops *weft_thread_ops_pthread(void)
+{
+	return &pthread_ops;
+}
+
+const char *weft_version(void)
+{
+	return WEFT_VERSION_STRING;
+}
+
+/* ---- workers --------------------------------------------------------------- */
+
+static void worker_entry(void *p)
+{
+	struct weft_worker *w = p;
+	struct weft_rt *rt = w->rt;
+	uint32_t g;
+	/* acquire: pairs with the gate's store_release in weft_create; the
+	 * runtime is fully built once the gate opens. */
+	while ((g = load_acquire(&rt->gate)) == GATE_CLOSED)
+		os_futex_wait(&rt->gate, GATE_CLOSED, -1);
+	if (g == GATE_ABORT)
+		return;
+	weft_tls_worker = w;
+	if (rt->pin && rt->threads->pin)
+		rt->threads->pin(rt->threads->ctx, w->cpu);
+	worker_main(w);
+	weft_tls_worker = NULL;
+}
+
+static void free_rt(struct weft_rt *rt)
+{
+	for (unsigned i = 0; i < rt->nworkers; i++) {
+		struct weft_worker *w = rt->workers[i];
+		if (!w)
+			continue;
+		deque_fini(&w->deque);
+		arena_fini(&w->arena);
+		node_free(w, sizeof(*w));
+	}
+	for (unsigned n = 0; n < rt->nnodes; n++) {
+		struct weft_node *node = rt->nodes[n];
+		if (!node)
+			continue;
+		inject_fini(&node->shared);
+		inject_fini(&node->affine);
+		node_free(node, sizeof(*node));
+	}
+	topology_free(&rt->topo);
+	free(rt);
+}
+
+/* Worker i's (node, cpu): walk the nodes round-robin, each time taking the
+ * node's next CPU; wrap around when oversubscribed. */
+static void place_workers(const struct weft_topology *t, unsigned nworkers, unsigned *node_of, int *cpu_of)
+{
+	unsigned next[WEFT_MAX_NODES] = { 0 };
+	unsigned total = 0;
+	for (unsigned n = 0; n < t->nnodes; n++)
+		total += t->node[n].ncpus;
+	unsigned i = 0, n = 0;
+	while (i < nworkers) {
+		const struct weft_topo_node *tn = &t->node[n];
+		if (tn->ncpus > 0 && (next[n] < tn->ncpus || i >= total)) {
+			node_of[i] = n;
+			cpu_of[i] = tn->cpus[next[n] % tn->ncpus];
+			next[n]++;
+			i++;
+		}
+		n = (n + 1) % t->nnodes;
+	}
+}
+
+static int build(struct weft_rt *rt, const struct weft_config *cfg)
+{
+	int r = topology_load(cfg->topology, &rt->topo);
+	if (r < 0)
+		return r;
+	const struct weft_topology *t = &rt->topo;
+	unsigned ncpus = 0;
+	for (unsigned n = 0; n < t->nnodes; n++)
+		ncpus += t->node[n].ncpus;
+	if (ncpus == 0)
+		return -EINVAL;
+	unsigned nworkers = cfg->workers ? cfg->workers : ncpus;
+	if (nworkers > WEFT_MAX_WORKERS)
+		return -EINVAL;
+
+	unsigned node_of[WEFT_MAX_WORKERS];
+	int cpu_of[WEFT_MAX_WORKERS];
+	place_workers(t, nworkers, node_of, cpu_of);
+
+	rt->nnodes = t->nnodes;
+	for (unsigned n = 0; n < rt->nnodes; n++) {
+		struct weft_node *node = node_alloc(sizeof(*node), t->node[n].os_node);
+		if (!node)
+			return -ENOMEM;
+		rt->nodes[n] = node;
+		if (inject_init(&node->shared, 12) < 0 || inject_init(&node->affine, 10) < 0)
+			return -ENOMEM;
+	}
+	/* Workers are numbered node by node. */
+	unsigned idx = 0;
+	for (unsigned n = 0; n < rt->nnodes; n++) {
+		rt->nodes[n]->first = idx;
+		for (unsigned i = 0; i < nworkers; i++) {
+			if (node_of[i] != n)
+				continue;
+			struct weft_worker *w = node_alloc(sizeof(*w), t->node[n].os_node);
+			if (!w)
+				return -ENOMEM;
+			rt->workers[idx] = w;
+			rt->nworkers = idx + 1;
+			w->rt = rt;
+			w->index = idx;
+			w->node = n;
+			w->cpu = cpu_of[i];
+			w->rng = 0x9E3779B97F4A7C15ULL * (idx + 1);
+			if (deque_init(&w->deque, 8) < 0)
+				return -ENOMEM;
+			if (arena_init(&w->arena, (uint16_t)idx, t->node[n].os_node) < 0)
+				return -ENOMEM;
+			idx++;
+		}
+		rt->nodes[n]->count = idx - rt->nodes[n]->first;
+	}
+	return 0;
+}
+
+int weft_create(weft_rt **out, const struct weft_config *cfg)
+{
+	static const struct weft_config defaults;
+	if (!out)
+		return -EINVAL;
+	*out = NULL;
+	if (!cfg)
+		cfg = &defaults;
+	struct weft_rt *rt = calloc(1, sizeof(*rt));
+	if (!rt)
+		return -ENOMEM;
+	rt->pin = cfg->pin;
+	rt->threads = cfg->threads ? cfg->threads : &pthread_ops;
+	if (!rt->threads->start || !rt->threads->join) {
+		free(rt);
+		return -EINVAL;
+	}
+	int r = build(rt, cfg);
+	if (r < 0) {
+		free_rt(rt);
+		return r;
+	}
+	unsigned started = 0;
+	for (; started < rt->nworkers; started++) {
+		struct weft_worker *w = rt->workers[started];
+		r = rt->threads->start(rt->threads->ctx, &w->thread, worker_entry, w);
+		if (r < 0)
+			break;
+	}
+	/* release: pairs with worker_entry's acquire of the gate. */
+	store_release(&rt->gate, r < 0 ? GATE_ABORT : GATE_OPEN);
+	os_futex_wake(&rt->gate, WEFT_MAX_WORKERS);
+	if (r < 0) {
+		for (unsigned i = 0; i < started; i++)
+			rt->threads->join(rt->threads->ctx, rt->workers[i]->thread);
+		free_rt(rt);
+		return r > 0 ? -r : r;
+	}
+	*out = rt;
+	return 0;
+}
+
+/* Any task left anywhere?  Only meaningful once every worker is parked. */
+static bool rt_any_queued(struct weft_rt *rt)
+{
+	for (unsigned n = 0; n < rt->nnodes; n++)
+		if (inject_nonempty_seq_cst(&rt->nodes[n]->shared) || inject_nonempty_seq_cst(&rt->nodes[n]->affine))
+			return true;
+	for (unsigned i = 0; i < rt->nworkers; i++)
+		if (deque_public_nonempty(&rt->workers[i]->deque))
+			return true;
+	return false;
+}
+
+bool rt_try_exit(struct weft_rt *rt)
+{
+	if (rt_any_queued(rt))
+		return false;
+	uint32_t expected = RT_QUIESCED;
+	/* seq_cst: one winner; pairs with the workers' loads of state. */
+	if (!cas_seq_cst(&rt->state, &expected, RT_EXIT))
+		return load_seq_cst(&rt->state) == RT_EXIT;
+	park_wake_all(rt);
+	/* release: weft_destroy may free everything once it sees 2. */
+	store_release(&rt->exit_word, 1);
+	os_futex_wake(&rt->exit_word, 1);
+	return true;
+}
+
+void weft_destroy(weft_rt *rt)
+{
+	if (!rt)
+		return;
+	struct weft_worker *self = weft_tls_worker;
+	if (self && self->rt == rt) {
+		fprintf(stderr, "weft: weft_destroy called from one of its own workers; ignored\n");
+		return;
+	}
+	/* seq_cst: pairs with rt_push_outside's submitters increment. */
+	store_seq_cst(&rt->state, RT_DRAINING);
+	while (load_seq_cst(&rt->submitters) != 0)
+		sched_yield();
+	store_seq_cst(&rt->state, RT_QUIESCED);
+	/* seq_cst: if the last worker parked before QUIESCED was visible, we
+	 * see its count here and finish the job ourselves. */
+	if (load_seq_cst(&rt->nparked_main) == rt->nworkers)
+		rt_try_exit(rt);
+	/* acquire: pairs with rt_try_exit's store_release. */
+	while (load_acquire(&rt->exit_word) == 0)
+		os_futex_wait(&rt->exit_word, 0, -1);
+	for (unsigned i = 0; i < rt->nworkers; i++)
+		rt->threads->join(rt->threads->ctx, rt->workers[i]->thread);
+	free_rt(rt);
+}
+
+/* ---- public entry points --------------------------------------------------- */
+
+int weft_spawn(weft_rt *rt, void (*fn)(void *arg), void *arg)
+{
+	if (unlikely(!rt || !fn))
+		return -EINVAL;
+	struct weft_worker *w = weft_tls_worker;
+	if (likely(w && w->rt == rt))
+		return rt_push_local(w, fn, arg, NULL, 0);
+	return rt_push_outside(rt, -1, false, fn, arg, NULL);
+}
+
+int weft_spawn_on_node(weft_rt *rt, unsigned node, void (*fn)(void *arg), void *arg)
+{
+	if (!rt || !fn || node >= rt->nnodes)
+		return -EINVAL;
+	/* A node without workers (fewer workers than nodes): any worker. */
+	if (rt->nodes[node]->count == 0)
+		return weft_spawn(rt, fn, arg);
+	/* Always through the node's affine queue, even from a worker of that
+	 * node: a deque could be robbed by another node's thief. */
+	return rt_push_outside(rt, (int)node, true, fn, arg, NULL);
+}
+
+unsigned weft_worker_count(const weft_rt *rt)
+{
+	return rt ? rt->nworkers : 0;
+}
+
+unsigned weft_node_count(const weft_rt *rt)
+{
+	return rt ? rt->nnodes : 0;
+}
+
+int weft_current_worker(void)
+{
+	struct weft_worker *w = weft_tls_worker;
+	return w ? (int)w->index : -1;
+}
+
+int weft_worker_node(const weft_rt *rt, unsigned worker)
+{
+	if (!rt || worker >= rt->nworkers)
+		return -EINVAL;
+	return (int)rt->workers[worker]->node;
+}
+
+int weft_worker_cpu(const weft_rt *rt, unsigned worker)
+{
+	if (!rt || worker >= rt->nworkers)
+		return -EINVAL;
+	return rt->workers[worker]->cpu;
+}
+
+int weft_stats(weft_rt *rt, struct weft_stats *out)
+{
+	if (!rt || !out)
+		return -EINVAL;
+	memset(out, 0, sizeof(*out));
+	out->workers = rt->nworkers;
+	out->nodes = rt->nnodes;
+	for (unsigned i = 0; i < rt->nworkers; i++) {
+		const struct weft_worker *w = rt->workers[i];
+		const struct worker_counters *c = &w->stats;
+		struct weft_worker_stats *o = &out->worker[i];
+		o->node = w->node;
+		o->cpu = w->cpu;
+		o->tasks_run = load_relaxed(&c->tasks_run);
+		o->steals_local = load_relaxed(&c->steals_local);
+		o->steals_remote = load_relaxed(&c->steals_remote);
+		o->steal_failures = load_relaxed(&c->steal_failures);
+		o->injected = load_relaxed(&c->injected);
+		o->injected_remote = load_relaxed(&c->injected_remote);
+		o->parks = load_relaxed(&c->parks);
+		o->wakeups = load_relaxed(&c->wakeups);
+		o->spurious_wakeups = load_relaxed(&c->spurious_wakeups);
+	}
+	return 0;
+}

@@ -1,0 +1,168 @@
+/*
+ * rt.h: the runtime's internal layout, shared by worker.c, park.c, group.c
+ * and the subsystems layered on them (acquire.c).  Nothing here is public.
+ *
+ * Ownership of fields (who writes what):
+ *   worker->deque, ->arena (private side), ->tick, ->rng, ->stats
+ *                                  the worker's own thread only
+ *   worker->park_word              the worker (SLEEPING / 0) and wakers (TOKEN)
+ *   node->idle[]                   parkers set their bit, wakers clear it
+ *   node->idle_state               parkers, wakers, spinners (RMW only)
+ *   rt->state, rt->submitters      weft_destroy and outside submitters
+ * Everything else is written once in weft_create, before any worker starts.
+ */
+#ifndef WEFT_RT_H
+#define WEFT_RT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <weft/group.h>
+#include <weft/runtime.h>
+#include <weft/stats.h>
+
+#include "arena.h"
+#include "atomics.h"
+#include "deque.h"
+#include "inject.h"
+#include "task.h"
+#include "topology.h"
+
+#define IDLE_WORDS ((WEFT_MAX_WORKERS + 63) / 64)
+
+/* idle_state packs two counts so that the spawn path reads one word. */
+#define IDLE_SPINNING_ONE 1u
+#define IDLE_PARKED_ONE (1u << 16)
+#define IDLE_SPINNING(s) ((s)&0xffffu)
+#define IDLE_PARKED(s) ((s) >> 16)
+
+/* park_word values. */
+enum { PARK_AWAKE = 0, PARK_SLEEPING = 1, PARK_TOKEN = 2 };
+
+/* Why a worker parks: only main-loop parks count towards termination. */
+enum { PARK_KIND_MAIN = 0, PARK_KIND_WAIT = 1 };
+
+/* rt->state */
+enum { RT_RUNNING = 0, RT_DRAINING = 1, RT_QUIESCED = 2, RT_EXIT = 3 };
+
+struct worker_counters {
+	uint64_t tasks_run;
+	uint64_t steals_local;
+	uint64_t steals_remote;
+	uint64_t steal_failures;
+	uint64_t injected;
+	uint64_t injected_remote;
+	uint64_t parks;
+	uint64_t wakeups;
+	uint64_t spurious_wakeups;
+};
+
+struct weft_worker {
+	/* Owner-hot state first. */
+	struct weft_deque deque;
+	struct weft_arena arena;
+	struct weft_rt *rt;
+	unsigned index;
+	unsigned node;
+	int cpu;
+	unsigned tick;
+	uint64_t rng;
+	bool spinning;          /* counted in its node's idle_state */
+	unsigned local_patience; /* rounds spent waiting for own-node work */
+	void *thread;           /* handle from weft_thread_ops.start */
+
+	/* Written by wakers as well as the owner. */
+	uint32_t park_word WEFT_ALIGNED;
+	uint32_t park_kind;
+
+	/* Owner writes with relaxed stores, weft_stats reads relaxed. */
+	struct worker_counters stats WEFT_ALIGNED;
+};
+
+struct weft_node {
+	/* Tasks from threads that are not workers, round-robin over nodes;
+	 * any worker may take them (other nodes' workers last). */
+	struct weft_inject shared;
+	/* Tasks from weft_spawn_on_node: only this node's workers take them. */
+	struct weft_inject affine;
+	unsigned first;         /* first worker index of this node */
+	unsigned count;         /* number of workers on this node */
+	/* This node's parked and spinning workers, packed so the spawn path
+	 * reads one word; written when they park, wake or spin. */
+	uint32_t idle_state WEFT_ALIGNED;
+	/* Bit i set: worker first+i is parked and may be claimed by a waker. */
+	uint64_t idle[IDLE_WORDS];
+};
+
+struct weft_rt {
+	unsigned nworkers;
+	unsigned nnodes;
+	bool pin;
+	const struct weft_thread_ops *threads;
+	struct weft_worker *workers[WEFT_MAX_WORKERS];
+	struct weft_node *nodes[WEFT_MAX_NODES];
+	struct weft_topology topo;
+
+	/* Outside submitters and weft_destroy. */
+	uint32_t state WEFT_ALIGNED;
+	uint32_t submitters;
+	uint32_t rr_node;
+	/* Workers parked in the main loop (not inside a wait): termination
+	 * needs all of them. */
+	uint32_t nparked_main;
+	/* weft_destroy sleeps here until the workers agree to exit (1). */
+	uint32_t exit_word;
+	/* Workers wait here until weft_create has finished (open) or failed
+	 * (abort). */
+	uint32_t gate;
+};
+
+/* The worker the calling thread is, or NULL.  initial-exec TLS: one mov. */
+extern __thread struct weft_worker *weft_tls_worker __attribute__((tls_model("initial-exec")));
+
+/* worker.c */
+void worker_main(struct weft_worker *w);
+struct weft_task *worker_next(struct weft_worker *w);
+struct weft_task *worker_spin_for_work(struct weft_worker *w, bool (*done)(void *), void *ctx);
+void worker_run_found(struct weft_worker *w, struct weft_task *t);
+void worker_run_task(struct weft_worker *w, struct weft_task *t);
+struct weft_task *worker_find_work(struct weft_worker *w);
+bool worker_work_visible(struct weft_worker *w);
+int rt_push_local(struct weft_worker *w, void (*fn)(void *), void *arg, struct weft_group *g, uint32_t flags);
+int rt_push_outside(struct weft_rt *rt, int node, bool affine, void (*fn)(void *), void *arg, struct weft_group *g);
+/* Run tasks on worker w until done(ctx) is true; parks (kind WAIT) when
+ * there is nothing to run.  done must become true only through an event
+ * that calls worker_notify(w) (or a spawn that wakes w). */
+void worker_help_until(struct weft_worker *w, bool (*done)(void *ctx), void *ctx);
+
+/* rt.c: the state machine of weft_destroy; true once the runtime exits. */
+bool rt_try_exit(struct weft_rt *rt);
+
+/* park.c */
+void park_wake_one(struct weft_rt *rt, unsigned node);
+bool park_wake_on_node(struct weft_rt *rt, unsigned node);
+void park_notify(struct weft_worker *w);
+/* Park w.  Returns after a token arrived or, when recheck(ctx) finds
+ * something, at once.  The worker comes back as a spinner when it was
+ * claimed by a waker. */
+void park_worker(struct weft_worker *w, unsigned kind, bool (*recheck)(void *ctx), void *ctx);
+void park_spin_begin(struct weft_worker *w);
+void park_spin_end(struct weft_worker *w, bool found_work);
+void park_wake_all(struct weft_rt *rt);
+
+/* group.c */
+void group_task_done(struct weft_worker *w, struct weft_group *g, uint32_t flags);
+void group_task_done_outside(struct weft_rt *rt, struct weft_group *g);
+
+static inline uint64_t rng_next(uint64_t *s)
+{
+	/* xorshift64*: good enough to pick victims, one multiply. */
+	uint64_t x = *s;
+	x ^= x >> 12;
+	x ^= x << 25;
+	x ^= x >> 27;
+	*s = x;
+	return x * 0x2545F4914F6CDD1DULL;
+}
+
+#endif

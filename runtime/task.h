@@ -1,0 +1,36 @@
+/*
+ * task.h: the task frame.
+ *
+ * A frame is one cache line taken from the spawning worker's arena
+ * (arena.c).  Deques hold pointers to frames; the injection queues copy
+ * fn/arg/group inline instead, so threads that are not workers need no
+ * frame.  `arena` names the worker whose arena the frame came from, so a
+ * frame freed on another worker goes back to its owner.
+ */
+#ifndef WEFT_TASK_H
+#define WEFT_TASK_H
+
+#include <stdint.h>
+
+struct weft_group;
+
+enum {
+	/* The group count for this task lives in the group owner's private
+	 * `local` field (see group handling in worker.c). */
+	TASK_COUNTED_LOCAL = 1u << 0,
+};
+
+struct weft_task {
+	void (*fn)(void *arg);
+	void *arg;
+	struct weft_group *group;
+	struct weft_task *next; /* free lists and remote-free stacks */
+	uint32_t flags;
+	uint16_t arena;         /* owning arena (worker index) */
+	uint16_t reserved;
+	uint64_t aux[3];        /* room for later subsystems (trace, graph) */
+} __attribute__((aligned(64)));
+
+_Static_assert(sizeof(struct weft_task) == 64, "a frame is one cache line");
+
+#endif

@@ -1,0 +1,291 @@
+/*
+ * test_spawn.c: spawning and fork-join through the public API: nested
+ * fork-join (fib), a million tasks from an outside thread, groups waited
+ * from several outside threads at once, spawns from inside workers,
+ * weft_current_worker, and shutdown with pending work.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <string.h>
+#include <weft.h>
+
+#include "testutil.h"
+
+static weft_rt *rt;
+
+static void setup_rt(unsigned workers)
+{
+	struct weft_config cfg = { .workers = workers };
+	cr_assert_eq(weft_create(&rt, &cfg), 0);
+}
+
+/* ---- nested fork-join ---- */
+
+struct fib {
+	int n;
+	long r;
+};
+
+static long fib_serial(int n)
+{
+	return n < 2 ? n : fib_serial(n - 1) + fib_serial(n - 2);
+}
+
+static void fib_task(void *p)
+{
+	struct fib *f = p;
+	if (f->n < 2) {
+		f->r = f->n;
+		return;
+	}
+	struct fib a = { .n = f->n - 1 }, b = { .n = f->n - 2 };
+	struct weft_group g;
+	weft_group_init(&g);
+	cr_assert_eq(weft_group_spawn(rt, &g, fib_task, &a), 0);
+	fib_task(&b);
+	weft_group_wait(rt, &g);
+	f->r = a.r + b.r;
+}
+
+Test(spawn, fib_nested_fork_join, .timeout = 120)
+{
+	setup_rt(0);
+	int n = test_scale() > 1 ? 20 : 27;
+	struct fib f = { .n = n };
+	struct weft_group g;
+	weft_group_init(&g);
+	cr_assert_eq(weft_group_spawn(rt, &g, fib_task, &f), 0);
+	weft_group_wait(rt, &g);
+	cr_assert_eq(f.r, fib_serial(n));
+	weft_destroy(rt);
+}
+
+Test(spawn, fib_one_worker, .timeout = 120)
+{
+	setup_rt(1);
+	struct fib f = { .n = 22 };
+	struct weft_group g;
+	weft_group_init(&g);
+	cr_assert_eq(weft_group_spawn(rt, &g, fib_task, &f), 0);
+	weft_group_wait(rt, &g);
+	cr_assert_eq(f.r, fib_serial(22));
+	weft_destroy(rt);
+}
+
+/* ---- many tasks from an outside thread ---- */
+
+static uint64_t ran;
+static uint8_t *seen;
+
+static void mark(void *arg)
+{
+	uintptr_t i = (uintptr_t)arg;
+	cr_assert_eq(__atomic_fetch_add(&seen[i], 1, __ATOMIC_RELAXED), 0, "task %zu ran twice", (size_t)i);
+	__atomic_fetch_add(&ran, 1, __ATOMIC_RELAXED);
+}
+
+Test(spawn, million_from_outside, .timeout = 180)
+{
+	setup_rt(0);
+	long n = scaled(1000000);
+	seen = calloc((size_t)n, 1);
+	ran = 0;
+	struct weft_group g;
+	weft_group_init(&g);
+	for (long i = 0; i < n; i++)
+		cr_assert_eq(weft_group_spawn(rt, &g, mark, (void *)(uintptr_t)i), 0);
+	weft_group_wait(rt, &g);
+	cr_assert_eq(__atomic_load_n(&ran, __ATOMIC_RELAXED), (uint64_t)n);
+	for (long i = 0; i < n; i++)
+		cr_assert_eq(seen[i], 1);
+	struct weft_stats st;
+	cr_assert_eq(weft_stats(rt, &st), 0);
+	uint64_t total = 0, injected = 0;
+	for (unsigned w = 0; w < st.workers; w++) {
+		total += st.worker[w].tasks_run;
+		injected += st.worker[w].injected;
+	}
+	cr_assert_eq(total, (uint64_t)n);
+	cr_assert_eq(injected, (uint64_t)n, "every outside task goes through an injection queue");
+	weft_destroy(rt);
+	free(seen);
+}
+
+/* ---- groups waited from several outside threads ---- */
+
+struct waiter_arg {
+	long tasks;
+	uint64_t done;
+};
+
+static void bump(void *p)
+{
+	__atomic_fetch_add((uint64_t *)p, 1, __ATOMIC_RELAXED);
+}
+
+static void *outside_waiter(void *p)
+{
+	struct waiter_arg *a = p;
+	for (int round = 0; round < 20; round++) {
+		struct weft_group g;
+		uint64_t count = 0;
+		weft_group_init(&g);
+		for (long i = 0; i < a->tasks; i++)
+			cr_assert_eq(weft_group_spawn(rt, &g, bump, &count), 0);
+		weft_group_wait(rt, &g);
+		/* Everything the group's tasks did is visible after the wait. */
+		cr_assert_eq(count, (uint64_t)a->tasks);
+		a->done += count;
+	}
+	return NULL;
+}
+
+Test(spawn, groups_waited_from_outside_threads, .timeout = 120)
+{
+	setup_rt(0);
+	enum { T = 4 };
+	pthread_t th[T];
+	struct waiter_arg args[T];
+	for (int i = 0; i < T; i++) {
+		args[i] = (struct waiter_arg){ .tasks = scaled(5000) };
+		pthread_create(&th[i], NULL, outside_waiter, &args[i]);
+	}
+	for (int i = 0; i < T; i++) {
+		pthread_join(th[i], NULL);
+		cr_assert_eq(args[i].done, (uint64_t)(20 * args[i].tasks));
+	}
+	weft_destroy(rt);
+}
+
+/* ---- spawn from inside workers, weft_current_worker ---- */
+
+static int where[64];
+
+static void record_worker(void *p)
+{
+	int *slot = p;
+	*slot = weft_current_worker();
+}
+
+static void spawner(void *p)
+{
+	struct weft_group *g = p;
+	for (int i = 0; i < 64; i++)
+		cr_assert_eq(weft_group_spawn(rt, g, record_worker, &where[i]), 0);
+}
+
+Test(spawn, current_worker_and_inner_spawn)
+{
+	setup_rt(0);
+	cr_assert_eq(weft_current_worker(), -1);
+	struct weft_group g;
+	weft_group_init(&g);
+	memset(where, 0xff, sizeof(where));
+	cr_assert_eq(weft_group_spawn(rt, &g, spawner, &g), 0);
+	weft_group_wait(rt, &g);
+	for (int i = 0; i < 64; i++) {
+		cr_assert(where[i] >= 0 && where[i] < (int)weft_worker_count(rt), "task %d ran on %d", i, where[i]);
+	}
+	weft_destroy(rt);
+}
+
+/* ---- shutdown with pending work: everything runs exactly once ---- */
+
+static uint64_t leaves;
+
+static void leaf(void *p)
+{
+	(void)p;
+	__atomic_fetch_add(&leaves, 1, __ATOMIC_RELAXED);
+}
+
+static void fan_out(void *p)
+{
+	long n = (long)(intptr_t)p;
+	for (long i = 0; i < n; i++)
+		cr_assert_eq(weft_spawn(rt, leaf, NULL), 0, "spawns from tasks are allowed while draining");
+}
+
+Test(spawn, destroy_runs_pending_work, .timeout = 120)
+{
+	setup_rt(0);
+	leaves = 0;
+	long roots = scaled(2000), fan = 100;
+	for (long i = 0; i < roots; i++)
+		cr_assert_eq(weft_spawn(rt, fan_out, (void *)(intptr_t)fan), 0);
+	weft_destroy(rt);
+	cr_assert_eq(__atomic_load_n(&leaves, __ATOMIC_RELAXED), (uint64_t)(roots * fan));
+}
+
+struct racer {
+	uint64_t accepted;
+	uint64_t refused_after;
+	int first_refusal;
+};
+
+static uint64_t raced_ran;
+
+static void raced(void *p)
+{
+	(void)p;
+	__atomic_fetch_add(&raced_ran, 1, __ATOMIC_RELAXED);
+}
+
+static void *racer_main(void *p)
+{
+	struct racer *r = p;
+	for (;;) {
+		int e = weft_spawn(rt, raced, NULL);
+		if (e == 0) {
+			cr_assert_eq(r->refused_after, 0, "a spawn succeeded after one was refused");
+			r->accepted++;
+			continue;
+		}
+		cr_assert_eq(e, -ESHUTDOWN);
+		if (++r->refused_after == 1000)
+			return NULL;
+	}
+}
+
+Test(spawn, spawn_races_destroy, .timeout = 120)
+{
+	setup_rt(0);
+	raced_ran = 0;
+	struct racer r = { 0 };
+	pthread_t th;
+	pthread_create(&th, NULL, racer_main, &r);
+	usleep(20 * 1000);
+	weft_destroy(rt);
+	pthread_join(th, NULL);
+	cr_assert_gt(r.accepted, 0);
+	cr_assert_eq(r.refused_after, 1000);
+	/* Every accepted task ran, and ran before weft_destroy returned. */
+	cr_assert_eq(__atomic_load_n(&raced_ran, __ATOMIC_RELAXED), r.accepted);
+}
+
+/* ---- weft_spawn_on_node ---- */
+
+static int node_seen[2][256];
+
+static void note_node(void *p)
+{
+	int *slot = p;
+	int w = weft_current_worker();
+	*slot = w < 0 ? -1 : weft_worker_node(rt, (unsigned)w);
+}
+
+Test(spawn, spawn_on_node_runs_there, .timeout = 60)
+{
+	if (sysconf(_SC_NPROCESSORS_ONLN) < 2)
+		cr_skip_test("needs 2 CPUs for the virtual topology 0|1");
+	struct weft_config cfg = { .topology = "0|1", .workers = 4 };
+	cr_assert_eq(weft_create(&rt, &cfg), 0);
+	cr_assert_eq(weft_node_count(rt), 2);
+	for (int n = 0; n < 2; n++)
+		for (int i = 0; i < 256; i++)
+			cr_assert_eq(weft_spawn_on_node(rt, (unsigned)n, note_node, &node_seen[n][i]), 0);
+	weft_destroy(rt);
+	for (int n = 0; n < 2; n++)
+		for (int i = 0; i < 256; i++)
+			cr_assert_eq(node_seen[n][i], n, "task for node %d ran on node %d", n, node_seen[n][i]);
+}
