@@ -69,12 +69,8 @@ static void group_finish(struct weft_group *g)
 		os_futex_wake(&g->shared, 1);
 }
 
-void group_task_done(struct weft_worker *w, struct weft_group *g, uint32_t flags)
+void group_task_done_shared(struct weft_group *g)
 {
-	if ((flags & TASK_COUNTED_LOCAL) && g->owner == w) {
-		g->local--;
-		return;
-	}
 	/* acq_rel: release publishes the task's effects to the waiter;
 	 * acquire orders our read of g->waiter after the waiter's fetch_add
 	 * that set W (the RMW chain on `shared`). */
@@ -101,7 +97,7 @@ int weft_group_spawn(weft_rt *rt, struct weft_group *g, void (*fn)(void *arg), v
 		fetch_add_relaxed(&g->shared, 2);
 		int r = rt_push_local(w, fn, arg, g, 0);
 		if (unlikely(r < 0))
-			group_task_done(w, g, 0);
+			group_task_done_shared(g);
 		return r;
 	}
 	fetch_add_relaxed(&g->shared, 2);

@@ -217,6 +217,8 @@ static int build(struct weft_rt *rt, const struct weft_config *cfg)
 			w->node = n;
 			w->cpu = cpu_of[i];
 			w->rng = 0x9E3779B97F4A7C15ULL * (idx + 1);
+			w->multi_node = t->nnodes > 1;
+			w->node_idle = &rt->nodes[n]->idle_state;
 			if (deque_init(&w->deque, 8) < 0)
 				return -ENOMEM;
 			if (arena_init(&w->arena, (uint16_t)idx, t->node[n].os_node) < 0)

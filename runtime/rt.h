@@ -14,6 +14,7 @@
 #ifndef WEFT_RT_H
 #define WEFT_RT_H
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -68,6 +69,8 @@ struct weft_worker {
 	unsigned tick;
 	uint64_t rng;
 	bool spinning;          /* counted in its node's idle_state */
+	bool multi_node;        /* the runtime has more than one node */
+	uint32_t *node_idle;    /* &rt->nodes[node]->idle_state */
 	unsigned local_patience; /* rounds spent waiting for own-node work */
 	void *thread;           /* handle from weft_thread_ops.start */
 
@@ -125,10 +128,10 @@ void worker_main(struct weft_worker *w);
 struct weft_task *worker_next(struct weft_worker *w);
 struct weft_task *worker_spin_for_work(struct weft_worker *w, bool (*done)(void *), void *ctx);
 void worker_run_found(struct weft_worker *w, struct weft_task *t);
-void worker_run_task(struct weft_worker *w, struct weft_task *t);
 struct weft_task *worker_find_work(struct weft_worker *w);
 bool worker_work_visible(struct weft_worker *w);
-int rt_push_local(struct weft_worker *w, void (*fn)(void *), void *arg, struct weft_group *g, uint32_t flags);
+void worker_wake_for_spawn(struct weft_worker *w);
+void worker_published(struct weft_worker *w);
 int rt_push_outside(struct weft_rt *rt, int node, bool affine, void (*fn)(void *), void *arg, struct weft_group *g);
 /* Run tasks on worker w until done(ctx) is true; parks (kind WAIT) when
  * there is nothing to run.  done must become true only through an event
@@ -150,9 +153,74 @@ void park_spin_begin(struct weft_worker *w);
 void park_spin_end(struct weft_worker *w, bool found_work);
 void park_wake_all(struct weft_rt *rt);
 
-/* group.c */
-void group_task_done(struct weft_worker *w, struct weft_group *g, uint32_t flags);
-void group_task_done_outside(struct weft_rt *rt, struct weft_group *g);
+/* group.c: the shared-count decrement (the owner's local one is inline). */
+void group_task_done_shared(struct weft_group *g);
+
+static inline void count(uint64_t *c)
+{
+	store_relaxed(c, load_relaxed(c) + 1);
+}
+
+/* The spawn path's wake check.  relaxed: a hint.  Missing a worker that
+ * parks right now costs parallelism until the next spawn, never a task:
+ * the owner runs everything on its own deque.  Own node first: a spinner
+ * there will come; a parked worker there should be woken. */
+static inline void maybe_wake_for(struct weft_worker *w)
+{
+	uint32_t s = load_relaxed(w->node_idle);
+	if (likely(IDLE_SPINNING(s) != 0))
+		return;
+	if (unlikely(IDLE_PARKED(s) != 0 || w->multi_node))
+		worker_wake_for_spawn(w);
+}
+
+static inline int rt_push_local(struct weft_worker *w, void (*fn)(void *), void *arg, struct weft_group *g,
+				uint32_t flags)
+{
+	struct weft_task *t = arena_alloc(&w->arena);
+	if (unlikely(!t))
+		return -ENOMEM;
+	t->fn = fn;
+	t->arg = arg;
+	t->group = g;
+	t->flags = flags;
+	if (unlikely(deque_push(&w->deque, t) < 0)) {
+		arena_free(&w->arena, &w->arena, t);
+		return -ENOMEM;
+	}
+	maybe_wake_for(w);
+	return 0;
+}
+
+static inline void group_task_done(struct weft_worker *w, struct weft_group *g, uint32_t flags)
+{
+	if ((flags & TASK_COUNTED_LOCAL) && g->owner == w)
+		g->local--;
+	else
+		group_task_done_shared(g);
+}
+
+/* Run a task the worker holds.  The frame goes back first, so the next
+ * spawn reuses a hot line; fn/arg/group were copied out. */
+static inline void worker_run_task(struct weft_worker *w, struct weft_task *t)
+{
+	void (*fn)(void *) = t->fn;
+	void *arg = t->arg;
+	struct weft_group *g = t->group;
+	uint32_t flags = t->flags;
+
+	if (likely(t->arena == w->index))
+		arena_free(&w->arena, &w->arena, t);
+	else
+		arena_free(&w->arena, &w->rt->workers[t->arena]->arena, t);
+	/* We just answered a split request: thieves can take work now. */
+	if (unlikely(w->deque.o_published))
+		worker_published(w);
+	fn(arg);
+	count(&w->stats.tasks_run);
+	if (g)
+		group_task_done(w, g, flags);
+}
 
 static inline uint64_t rng_next(uint64_t *s)
 {

@@ -33,16 +33,6 @@ __thread struct weft_worker *weft_tls_worker __attribute__((tls_model("initial-e
 #define INJECT_TICK 61
 #define LOCAL_PATIENCE 16
 
-static inline void count(uint64_t *c)
-{
-	store_relaxed(c, load_relaxed(c) + 1);
-}
-
-static inline struct weft_arena *arena_of(struct weft_rt *rt, const struct weft_task *t)
-{
-	return &rt->workers[t->arena]->arena;
-}
-
 /* Another node has a parked worker and no node has a spinner. */
 static bool remote_parked_no_spinner(struct weft_rt *rt, unsigned self)
 {
@@ -58,40 +48,17 @@ static bool remote_parked_no_spinner(struct weft_rt *rt, unsigned self)
 	return parked;
 }
 
-static inline void maybe_wake_for(struct weft_worker *w)
+void worker_wake_for_spawn(struct weft_worker *w)
 {
-	/* relaxed: a hint.  Missing a worker that parks right now costs
-	 * parallelism until the next spawn, never a task: the owner runs
-	 * everything on its own deque.  Our own node first: if it has a
-	 * spinner, that one will come; if it has a parked worker, wake it. */
-	struct weft_rt *rt = w->rt;
-	uint32_t s = load_relaxed(&rt->nodes[w->node]->idle_state);
-	if (likely(IDLE_SPINNING(s) != 0))
-		return;
-	if (IDLE_PARKED(s) != 0 || rt->nnodes > 1) {
-		if (unlikely(IDLE_PARKED(s) != 0 || remote_parked_no_spinner(rt, w->node)))
-			park_wake_one(rt, w->node);
-	}
+	uint32_t s = load_relaxed(w->node_idle);
+	if (IDLE_PARKED(s) != 0 || remote_parked_no_spinner(w->rt, w->node))
+		park_wake_one(w->rt, w->node);
 }
 
-void worker_run_task(struct weft_worker *w, struct weft_task *t)
+void worker_published(struct weft_worker *w)
 {
-	/* We just answered a split request: thieves can now take work, so
-	 * wake one if they are all asleep. */
-	if (unlikely(w->deque.o_published)) {
-		w->deque.o_published = false;
-		maybe_wake_for(w);
-	}
-	void (*fn)(void *) = t->fn;
-	void *arg = t->arg;
-	struct weft_group *g = t->group;
-	uint32_t flags = t->flags;
-
-	arena_free(&w->arena, arena_of(w->rt, t), t);
-	fn(arg);
-	count(&w->stats.tasks_run);
-	if (g)
-		group_task_done(w, g, flags);
+	w->deque.o_published = false;
+	maybe_wake_for(w);
 }
 
 /* Take a batch from an injection queue: run the first, keep the rest on
@@ -354,23 +321,6 @@ void worker_main(struct weft_worker *w)
 	}
 	if (w->spinning)
 		park_spin_end(w, false);
-}
-
-int rt_push_local(struct weft_worker *w, void (*fn)(void *), void *arg, struct weft_group *g, uint32_t flags)
-{
-	struct weft_task *t = arena_alloc(&w->arena);
-	if (unlikely(!t))
-		return -ENOMEM;
-	t->fn = fn;
-	t->arg = arg;
-	t->group = g;
-	t->flags = flags;
-	if (unlikely(deque_push(&w->deque, t) < 0)) {
-		arena_free(&w->arena, &w->arena, t);
-		return -ENOMEM;
-	}
-	maybe_wake_for(w);
-	return 0;
 }
 
 static __thread unsigned tls_rr;
