@@ -63,12 +63,14 @@ void worker_published(struct weft_worker *w)
 
 /* Take a batch from an injection queue: run the first, keep the rest on
  * the own deque.  Returns the task to run or NULL. */
-static struct weft_task *take_injected(struct weft_worker *w, struct weft_inject *q, bool remote)
+static struct weft_task *take_injected(struct weft_worker *w, struct weft_inject *q, bool remote, bool affine)
 {
 	struct weft_inject_item items[INJECT_BATCH];
 	unsigned max = INJECT_BATCH;
-	/* A deep deque does not need more; take one to keep things moving. */
-	if (deque_size(&w->deque) > INJECT_BATCH)
+	/* A deep deque does not need more; take one to keep things moving.
+	 * Affine tasks are taken one at a time: on our deque a thief of
+	 * another node could take them. */
+	if (affine || deque_size(&w->deque) > INJECT_BATCH)
 		max = 1;
 	unsigned n = inject_pop(q, items, max);
 	if (n == 0)
@@ -109,9 +111,9 @@ static struct weft_task *take_own_node_injected(struct weft_worker *w)
 	struct weft_node *n = w->rt->nodes[w->node];
 	struct weft_task *t = NULL;
 	if (inject_maybe_nonempty(&n->affine))
-		t = take_injected(w, &n->affine, false);
+		t = take_injected(w, &n->affine, false, true);
 	if (!t && inject_maybe_nonempty(&n->shared))
-		t = take_injected(w, &n->shared, false);
+		t = take_injected(w, &n->shared, false, false);
 	return t;
 }
 
@@ -179,7 +181,7 @@ struct weft_task *worker_find_work(struct weft_worker *w)
 	for (unsigned k = 0; k + 1 < rt->nnodes; k++) {
 		struct weft_node *n = rt->nodes[rt->topo.near[w->node][k]];
 		if (inject_maybe_nonempty(&n->shared)) {
-			t = take_injected(w, &n->shared, true);
+			t = take_injected(w, &n->shared, true, false);
 			if (t)
 				return t;
 		}

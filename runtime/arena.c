@@ -1,0 +1,143 @@
+/*
+ * arena.c: node_alloc/node_free and the out-of-line half of the frame arena.
+ *
+ * Owns the page mappings behind every arena block.  The ownership rules,
+ * the remote-free protocol and why it has no ABA are in arena.h; this file
+ * adds only the slow paths, which run once per 1023 frames (carving) or once
+ * per drained remote stack.
+ */
+#include "arena.h"
+
+#include <numa.h>
+
+#include <errno.h>
+#include <stdbool.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#define HUGE_BYTES ((size_t)2 << 20)
+
+static size_t page_bytes(void)
+{
+	long pg = sysconf(_SC_PAGESIZE);
+	return pg > 0 ? (size_t)pg : 4096;
+}
+
+/* The mapping length node_alloc uses for a request, or 0 if it overflows. */
+static size_t mapped_len(size_t bytes)
+{
+	size_t unit = bytes >= HUGE_BYTES ? HUGE_BYTES : page_bytes();
+	if (bytes == 0 || bytes > SIZE_MAX - 2 * HUGE_BYTES)
+		return 0;
+	return (bytes + unit - 1) & ~(unit - 1);
+}
+
+/* Bind only where libnuma has real choices: more than one node with memory,
+ * and this one among those the process may allocate on (a node without
+ * memory is not, and binding to it would fail). */
+static bool numa_bind_wanted(int os_node)
+{
+	if (os_node < 0 || numa_available() < 0 || numa_num_configured_nodes() <= 1)
+		return false;
+	return os_node <= numa_max_node() &&
+	       numa_bitmask_isbitset(numa_all_nodes_ptr, (unsigned)os_node);
+}
+
+void *node_alloc(size_t bytes, int os_node)
+{
+	size_t len = mapped_len(bytes);
+	if (len == 0)
+		return NULL;
+	/* Large requests get 2 MiB of slack to align the start, the part
+	 * before and after is unmapped again. */
+	size_t slack = len >= HUGE_BYTES ? HUGE_BYTES : 0;
+	size_t map_len = len + slack;
+	char *p;
+	if (numa_bind_wanted(os_node)) {
+		/* mmap plus an mbind of the whole range; pages are placed on
+		 * first touch, so unmapping the slack below is safe. */
+		p = numa_alloc_onnode(map_len, os_node);
+	} else {
+		p = mmap(NULL, map_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (p == MAP_FAILED)
+			p = NULL;
+	}
+	if (!p)
+		return NULL;
+	if (slack) {
+		char *start = (char *)(((uintptr_t)p + HUGE_BYTES - 1) & ~(uintptr_t)(HUGE_BYTES - 1));
+		if (start > p)
+			munmap(p, (size_t)(start - p));
+		size_t after = (size_t)(p + map_len - (start + len));
+		if (after)
+			munmap(start + len, after);
+		p = start;
+	}
+	/* Before any page is touched, so none is ever a huge page.  It fails
+	 * only where the kernel has no THP at all, which is what we want. */
+	madvise(p, len, MADV_NOHUGEPAGE);
+	return p;
+}
+
+void node_free(void *p, size_t bytes)
+{
+	size_t len = mapped_len(bytes);
+	if (p && len)
+		munmap(p, len);
+}
+
+static int arena_grow(struct weft_arena *a)
+{
+	struct weft_task *blk = node_alloc(ARENA_BLOCK_BYTES, a->os_node);
+	if (!blk)
+		return -ENOMEM;
+	blk->next = a->blocks;
+	a->blocks = blk;
+	a->nblocks++;
+	a->bump = blk + 1;
+	a->bump_end = blk + 1 + ARENA_BLOCK_FRAMES;
+	return 0;
+}
+
+int arena_init(struct weft_arena *a, uint16_t id, int os_node)
+{
+	memset(a, 0, sizeof(*a));
+	a->id = id;
+	a->os_node = os_node;
+	/* The first block now: a worker that starts is known to have one. */
+	return arena_grow(a);
+}
+
+void arena_fini(struct weft_arena *a)
+{
+	struct weft_task *blk = a->blocks;
+	while (blk) {
+		struct weft_task *older = blk->next;
+		node_free(blk, ARENA_BLOCK_BYTES);
+		blk = older;
+	}
+	memset(a, 0, sizeof(*a));
+}
+
+struct weft_task *arena_alloc_slow(struct weft_arena *a)
+{
+	struct weft_task *t;
+	/* The relaxed look first: an exchange would take the line from the
+	 * remote freers even when there is nothing to get. */
+	if (load_relaxed(&a->remote)) {
+		/* Acquire half pairs with the cas_release in arena_free: the
+		 * frames and their next links are visible. */
+		t = exchange_acq_rel(&a->remote, NULL);
+		if (t) {
+			a->free = t->next;
+			t->arena = a->id;
+			return t;
+		}
+	}
+	if (a->bump == a->bump_end && arena_grow(a) < 0)
+		return NULL;
+	t = a->bump++;
+	t->arena = a->id;
+	return t;
+}
