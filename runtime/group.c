@@ -44,15 +44,16 @@ static inline int64_t shared_count(uint32_t v)
 	return (int64_t)((int32_t)v >> 1);
 }
 
+__thread char weft_tls_token __attribute__((tls_model("initial-exec")));
+
 void weft_group_init(struct weft_group *g)
 {
 	if (!g)
 		return;
-	struct weft_worker *w = weft_tls_worker;
 	g->shared = 0;
 	g->reserved_ = 0;
 	g->local = 0;
-	g->owner = w;
+	g->owner = thread_token();
 	g->waiter = NULL;
 }
 
@@ -69,14 +70,29 @@ static void group_finish(struct weft_group *g)
 		os_futex_wake(&g->shared, 1);
 }
 
-void group_task_done_shared(struct weft_group *g)
+static void group_sub(struct weft_group *g, uint32_t n)
 {
-	/* acq_rel: release publishes the task's effects to the waiter;
+	/* acq_rel: release publishes the tasks' effects to the waiter;
 	 * acquire orders our read of g->waiter after the waiter's fetch_add
 	 * that set W (the RMW chain on `shared`). */
-	uint32_t old = fetch_sub_acq_rel(&g->shared, 2);
-	if (old - 2 == 1)
+	uint32_t old = fetch_sub_acq_rel(&g->shared, 2 * n);
+	if (old - 2 * n == 1)
 		group_finish(g);
+}
+
+void group_task_done_shared(struct weft_group *g)
+{
+	group_sub(g, 1);
+}
+
+void group_flush(struct weft_worker *w)
+{
+	struct weft_group *g = w->pend_group;
+	uint32_t n = w->pend_count;
+	w->pend_group = NULL;
+	w->pend_count = 0;
+	if (g && n)
+		group_sub(g, n);
 }
 
 int weft_group_spawn(weft_rt *rt, struct weft_group *g, void (*fn)(void *arg), void *arg)
@@ -100,11 +116,21 @@ int weft_group_spawn(weft_rt *rt, struct weft_group *g, void (*fn)(void *arg), v
 			group_task_done_shared(g);
 		return r;
 	}
-	fetch_add_relaxed(&g->shared, 2);
+	/* Another thread: its own groups count privately too (the tasks all
+	 * finish elsewhere, driving the shared count negative until the
+	 * owner's wait adds local in). */
+	bool mine = g->owner == (void *)&weft_tls_token;
+	if (mine)
+		g->local++;
+	else
+		fetch_add_relaxed(&g->shared, 2);
 	int r = rt_push_outside(rt, -1, false, fn, arg, g);
 	if (unlikely(r < 0)) {
 		/* Undo; nobody can be waiting on a count we just raised. */
-		fetch_sub_relaxed(&g->shared, 2);
+		if (mine)
+			g->local--;
+		else
+			fetch_sub_relaxed(&g->shared, 2);
 	}
 	return r;
 }
@@ -193,8 +219,12 @@ static void group_wait_worker(struct weft_worker *w, struct weft_group *g)
 static void group_wait_thread(struct weft_group *g)
 {
 	g->waiter = NULL;
-	/* acq_rel: as in group_wait_worker; local is 0 off the owner. */
-	uint32_t v = fetch_add_acq_rel(&g->shared, 1) + 1;
+	/* Move our private count in and raise W, as group_wait_worker does;
+	 * local is 0 unless we are the owner. */
+	uint32_t add = (uint32_t)(2 * g->local + 1);
+	g->local = 0;
+	/* acq_rel: as in group_wait_worker. */
+	uint32_t v = fetch_add_acq_rel(&g->shared, add) + add;
 	if (v == 1) {
 		store_relaxed(&g->shared, 0);
 		return;

@@ -168,8 +168,11 @@ void park_spin_begin(struct weft_worker *w)
 		parked += IDLE_PARKED(s);
 		spinning += IDLE_SPINNING(s);
 	}
+	/* Go caps spinners at half the busy processors; a small pool may
+	 * still have two, so two workers that run dry together do not take
+	 * turns parking and unparking. */
 	unsigned busy = rt->nworkers - parked;
-	unsigned cap = busy / 2 ? busy / 2 : 1;
+	unsigned cap = busy / 2 > 2 ? busy / 2 : 2;
 	if (spinning >= cap)
 		return;
 	/* seq_cst: spinners are part of the submitter/parker order. */
@@ -196,6 +199,8 @@ void park_worker(struct weft_worker *w, unsigned kind, bool (*recheck)(void *ctx
 	unsigned word;
 	uint64_t mask = worker_mask(n, w, &word);
 
+	if (w->pend_group)
+		group_flush(w);
 	if (w->spinning)
 		park_spin_end(w, false);
 	store_relaxed(&w->park_kind, kind);

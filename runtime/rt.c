@@ -148,6 +148,12 @@ static void free_rt(struct weft_rt *rt)
 		node_free(node, sizeof(*node));
 	}
 	topology_free(&rt->topo);
+	while (rt->submitters) {
+		struct submitter *next = rt->submitters->next;
+		free(rt->submitters);
+		rt->submitters = next;
+	}
+	pthread_mutex_destroy(&rt->submitters_lock);
 	free(rt);
 }
 
@@ -197,7 +203,7 @@ static int build(struct weft_rt *rt, const struct weft_config *cfg)
 		if (!node)
 			return -ENOMEM;
 		rt->nodes[n] = node;
-		if (inject_init(&node->shared, 12) < 0 || inject_init(&node->affine, 10) < 0)
+		if (inject_init(&node->shared, 14) < 0 || inject_init(&node->affine, 10) < 0)
 			return -ENOMEM;
 	}
 	/* Workers are numbered node by node. */
@@ -241,10 +247,13 @@ int weft_create(weft_rt **out, const struct weft_config *cfg)
 	struct weft_rt *rt = calloc(1, sizeof(*rt));
 	if (!rt)
 		return -ENOMEM;
+	static uint64_t serials;
+	rt->serial = fetch_add_relaxed(&serials, 1) + 1;
+	pthread_mutex_init(&rt->submitters_lock, NULL);
 	rt->pin = cfg->pin;
 	rt->threads = cfg->threads ? cfg->threads : &pthread_ops;
 	if (!rt->threads->start || !rt->threads->join) {
-		free(rt);
+		free_rt(rt);
 		return -EINVAL;
 	}
 	int r = build(rt, cfg);
@@ -308,10 +317,15 @@ void weft_destroy(weft_rt *rt)
 		fprintf(stderr, "weft: weft_destroy called from one of its own workers; ignored\n");
 		return;
 	}
-	/* seq_cst: pairs with rt_push_outside's submitters increment. */
+	/* seq_cst: pairs with rt_push_outside's exchange of its active flag
+	 * and load of the state: from here on, a spawn from another thread
+	 * either sees DRAINING or is waited for below. */
 	store_seq_cst(&rt->state, RT_DRAINING);
-	while (load_seq_cst(&rt->submitters) != 0)
-		sched_yield();
+	pthread_mutex_lock(&rt->submitters_lock);
+	for (struct submitter *s = rt->submitters; s; s = s->next)
+		while (load_seq_cst(&s->active) != 0)
+			sched_yield();
+	pthread_mutex_unlock(&rt->submitters_lock);
 	store_seq_cst(&rt->state, RT_QUIESCED);
 	/* seq_cst: if the last worker parked before QUIESCED was visible, we
 	 * see its count here and finish the job ourselves. */

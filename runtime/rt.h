@@ -8,13 +8,15 @@
  *   worker->park_word              the worker (SLEEPING / 0) and wakers (TOKEN)
  *   node->idle[]                   parkers set their bit, wakers clear it
  *   node->idle_state               parkers, wakers, spinners (RMW only)
- *   rt->state, rt->submitters      weft_destroy and outside submitters
+ *   rt->state                      weft_destroy
+ *   submitter->active              its own thread (weft_destroy reads it)
  * Everything else is written once in weft_create, before any worker starts.
  */
 #ifndef WEFT_RT_H
 #define WEFT_RT_H
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -72,6 +74,10 @@ struct weft_worker {
 	bool multi_node;        /* the runtime has more than one node */
 	uint32_t *node_idle;    /* &rt->nodes[node]->idle_state */
 	unsigned local_patience; /* rounds spent waiting for own-node work */
+	/* Finished tasks of one group not yet subtracted from its shared
+	 * count: one atomic per run of tasks instead of one per task. */
+	struct weft_group *pend_group;
+	uint32_t pend_count;
 	void *thread;           /* handle from weft_thread_ops.start */
 
 	/* Written by wakers as well as the owner. */
@@ -97,6 +103,13 @@ struct weft_node {
 	uint64_t idle[IDLE_WORDS];
 };
 
+/* One per (outside thread, runtime): the thread's "I am inside a spawn"
+ * flag, on its own line so a spawn writes nothing shared. */
+struct submitter {
+	uint32_t active WEFT_ALIGNED;
+	struct submitter *next;
+};
+
 struct weft_rt {
 	unsigned nworkers;
 	unsigned nnodes;
@@ -108,8 +121,9 @@ struct weft_rt {
 
 	/* Outside submitters and weft_destroy. */
 	uint32_t state WEFT_ALIGNED;
-	uint32_t submitters;
-	uint32_t rr_node;
+	uint64_t serial;                /* tells runtimes at one address apart */
+	pthread_mutex_t submitters_lock;
+	struct submitter *submitters;   /* list, pushed under the lock */
 	/* Workers parked in the main loop (not inside a wait): termination
 	 * needs all of them. */
 	uint32_t nparked_main;
@@ -153,8 +167,19 @@ void park_spin_begin(struct weft_worker *w);
 void park_spin_end(struct weft_worker *w, bool found_work);
 void park_wake_all(struct weft_rt *rt);
 
-/* group.c: the shared-count decrement (the owner's local one is inline). */
+/* group.c: the shared-count decrement (the owner's local one is inline),
+ * and the flush of a worker's batched decrements. */
 void group_task_done_shared(struct weft_group *g);
+void group_flush(struct weft_worker *w);
+
+/* Identifies the calling thread as a group owner: the worker, or the
+ * address of a thread-local byte on any other thread. */
+extern __thread char weft_tls_token __attribute__((tls_model("initial-exec")));
+static inline void *thread_token(void)
+{
+	struct weft_worker *w = weft_tls_worker;
+	return w ? (void *)w : (void *)&weft_tls_token;
+}
 
 static inline void count(uint64_t *c)
 {
@@ -192,12 +217,23 @@ static inline int rt_push_local(struct weft_worker *w, void (*fn)(void *), void 
 	return 0;
 }
 
+/* A task of g finished on w.  The owner's own tasks come off its local
+ * count; others are batched per worker and subtracted from the shared
+ * count when the worker moves to another group or runs out of work (see
+ * group_flush): until then the group cannot look finished too early, only
+ * late, and the worker is still busy with it. */
 static inline void group_task_done(struct weft_worker *w, struct weft_group *g, uint32_t flags)
 {
-	if ((flags & TASK_COUNTED_LOCAL) && g->owner == w)
+	if ((flags & TASK_COUNTED_LOCAL) && g->owner == w) {
 		g->local--;
-	else
-		group_task_done_shared(g);
+		return;
+	}
+	if (g != w->pend_group) {
+		if (w->pend_group)
+			group_flush(w);
+		w->pend_group = g;
+	}
+	w->pend_count++;
 }
 
 /* Run a task the worker holds.  The frame goes back first, so the next
@@ -216,6 +252,9 @@ static inline void worker_run_task(struct weft_worker *w, struct weft_task *t)
 	/* We just answered a split request: thieves can take work now. */
 	if (unlikely(w->deque.o_published))
 		worker_published(w);
+	/* Never hold another group's finished count while running. */
+	if (unlikely(w->pend_group != NULL) && w->pend_group != g)
+		group_flush(w);
 	fn(arg);
 	count(&w->stats.tasks_run);
 	if (g)

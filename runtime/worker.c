@@ -23,6 +23,8 @@
 #include "rt.h"
 
 #include <errno.h>
+#include <sched.h>
+#include <stdlib.h>
 
 #include "os.h"
 
@@ -161,6 +163,9 @@ struct weft_task *worker_find_work(struct weft_worker *w)
 	struct weft_task *t = deque_pop(&w->deque);
 	if (t)
 		return t;
+	/* Out of own work: let waiters see what we finished. */
+	if (w->pend_group)
+		group_flush(w);
 	t = take_own_node_injected(w);
 	if (t)
 		return t;
@@ -229,8 +234,14 @@ struct weft_task *worker_spin_for_work(struct weft_worker *w, bool (*done)(void 
 			return t;
 		if (done && done(ctx))
 			return NULL;
-		for (int i = 0; i < 32; i++)
-			cpu_relax();
+		/* Mostly pause; now and then give the CPU away, since on a
+		 * machine with more threads than cores the work we wait for
+		 * may come from a thread that needs this core. */
+		if (round % 8 == 7)
+			sched_yield();
+		else
+			for (int i = 0; i < 32; i++)
+				cpu_relax();
 	}
 	return NULL;
 }
@@ -327,45 +338,73 @@ void worker_main(struct weft_worker *w)
 
 static __thread unsigned tls_rr;
 
+/* The calling thread's submitter record for rt, created on first use.  The
+ * cache is keyed by rt's serial number too, so a runtime created at the
+ * address of a destroyed one is not mistaken for it. */
+static __thread struct {
+	struct weft_rt *rt;
+	uint64_t serial;
+	struct submitter *rec;
+} tls_sub;
+
+static struct submitter *submitter_of(struct weft_rt *rt)
+{
+	if (likely(tls_sub.rt == rt && tls_sub.serial == rt->serial))
+		return tls_sub.rec;
+	struct submitter *rec = NULL;
+	if (posix_memalign((void **)&rec, WEFT_CACHELINE, sizeof(*rec)) != 0)
+		return NULL;
+	rec->active = 0;
+	pthread_mutex_lock(&rt->submitters_lock);
+	rec->next = rt->submitters;
+	rt->submitters = rec;
+	pthread_mutex_unlock(&rt->submitters_lock);
+	tls_sub.rt = rt;
+	tls_sub.serial = rt->serial;
+	tls_sub.rec = rec;
+	return rec;
+}
+
 int rt_push_outside(struct weft_rt *rt, int node, bool affine, void (*fn)(void *), void *arg, struct weft_group *g)
 {
 	/* Tasks may spawn until the runtime exits; other threads only while
-	 * it runs. */
+	 * it runs.  An outside thread marks itself active with a seq_cst RMW
+	 * on its own line, then reads the state: weft_destroy stores the state
+	 * and then reads every active flag, so either we see it draining or it
+	 * waits for us (and for our task, which is then queued). */
 	struct weft_worker *self = weft_tls_worker;
-	bool outsider = !self || self->rt != rt;
-	int r = -ESHUTDOWN;
-	if (outsider) {
+	struct submitter *rec = NULL;
+	if (!self || self->rt != rt) {
+		rec = submitter_of(rt);
+		if (unlikely(!rec))
+			return -ENOMEM;
 		/* seq_cst: pairs with weft_destroy's store of RT_DRAINING and its
-		 * wait for submitters == 0: either we see the state or it sees
-		 * us. */
-		fetch_add_seq_cst(&rt->submitters, 1);
-		if (load_seq_cst(&rt->state) != RT_RUNNING)
-			goto out;
+		 * loads of the active flags. */
+		exchange_seq_cst(&rec->active, 1);
+		if (unlikely(load_seq_cst(&rt->state) != RT_RUNNING)) {
+			store_release(&rec->active, 0);
+			return -ESHUTDOWN;
+		}
 	}
 	unsigned ni = node >= 0 ? (unsigned)node : (rt->nnodes > 1 ? tls_rr++ % rt->nnodes : 0);
 	struct weft_node *n = rt->nodes[ni];
 	struct weft_inject_item it = { .fn = fn, .arg = arg, .group = g, .aux = 0 };
-	r = inject_push(affine ? &n->affine : &n->shared, &it);
-	if (r < 0)
-		goto out;
-#if WEFT_TSAN
-	/* TSan ignores fences; a seq_cst RMW gives it the same order. */
-	fetch_add_seq_cst(&rt->submitters, 0);
-#else
-	/* seq_cst: the push must be visible before we read idle_state; pairs
-	 * with the parker's seq_cst announcement and recheck (park.c). */
-	fence_seq_cst();
-#endif
-	/* Affine tasks need a worker of that node; if none is parked, one
-	 * of them is awake and will look at the queue before it parks. */
-	if (affine)
-		park_wake_on_node(rt, ni);
-	else
-		park_wake_one(rt, ni);
-out:
-	if (outsider) {
-		/* release: our push happens before destroy sees submitters == 0. */
-		fetch_sub_release(&rt->submitters, 1);
+	/* The push's seq_cst publication (the tail CAS, or the overflow store)
+	 * orders it before our seq_cst load of idle_state in the wake below;
+	 * parkers announce with a seq_cst RMW and then load the queue with
+	 * seq_cst: one of us sees the other (no fence needed). */
+	int r = inject_push(affine ? &n->affine : &n->shared, &it);
+	if (r == 0) {
+		/* Affine tasks need a worker of that node; if none is parked,
+		 * one of them is awake and will look before it parks. */
+		if (affine)
+			park_wake_on_node(rt, ni);
+		else
+			park_wake_one(rt, ni);
+	}
+	if (rec) {
+		/* release: our push and wake happen before destroy sees 0. */
+		store_release(&rec->active, 0);
 	}
 	return r;
 }
