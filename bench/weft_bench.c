@@ -1,0 +1,1057 @@
+/*
+ * weft_bench.c: the weft-bench program.  It measures weft and, in the same
+ * run, the baselines each figure of issue 2 is judged against, and prints
+ * one table: a line per comparison, weft beside its baseline, the ratio,
+ * and the goal with "ok" or "MISS".  --json FILE writes the same table with
+ * every number.  One function per group of rows (see GROUPS below); each
+ * creates and destroys its own runtime, so rows can be run alone with
+ * --filter.
+ *
+ * Baselines (baselines.h) are real code built beside this file; one that
+ * was not built shows "n/a (why)".
+ */
+#define _GNU_SOURCE 1
+#include <weft.h>
+
+#include "baselines.h"
+#include "bench_util.h"
+
+#include <errno.h>
+#include <math.h>
+#include <sched.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define MAX_REPS 32
+#define MAX_FILTERS 16
+/* Tasks per batch in the in-worker spawn row and the memory row. */
+#define SPAWN_BATCH 1000
+#define MEM_BATCH 10000
+
+/* The sizes of one mode. */
+struct mode {
+	const char *name;
+	int fib_n;
+	unsigned reps;
+	uint64_t flat_tasks;
+	unsigned wake_samples;
+	uint64_t mem_tasks;
+	unsigned timeout_s; /* watchdog; 0: none */
+};
+
+static const struct mode mode_full = { "full", 35, 5, 10000000, 1000, 100000000, 0 };
+/* The README's bench command: well under 2 minutes on 2 CPUs.  The
+ * watchdog only catches a hung runtime. */
+static const struct mode mode_quick = { "quick", 30, 3, 2000000, 200, 10000000, 300 };
+
+static struct mode M;
+static const char *filters[MAX_FILTERS];
+static unsigned nfilters;
+static int errors; /* wrong results and failed calls: the exit status */
+static const char *volatile current_group = "start-up";
+
+/* ---- small helpers ---- */
+
+static bool want(const char *group)
+{
+	if (nfilters == 0)
+		return true;
+	for (unsigned i = 0; i < nfilters; i++)
+		if (strstr(group, filters[i]))
+			return true;
+	return false;
+}
+
+static void empty_task(void *arg)
+{
+	(void)arg;
+}
+
+/* A runtime, or NULL with the reason in why. */
+static weft_rt *rt_create(unsigned workers, const char *topology, char *why, size_t whylen)
+{
+	struct weft_config cfg;
+	weft_rt *rt = NULL;
+	int rc;
+
+	memset(&cfg, 0, sizeof cfg);
+	cfg.workers = workers;
+	cfg.topology = topology;
+	rc = weft_create(&rt, &cfg);
+	if (rc < 0) {
+		snprintf(why, whylen, "n/a (weft_create: %s)", strerror(-rc));
+		errors++;
+		return NULL;
+	}
+	return rt;
+}
+
+/* Spawn n empty tasks into g from the calling thread; returns how many
+ * spawns failed. */
+static uint64_t spawn_empties(weft_rt *rt, struct weft_group *g, uint64_t n)
+{
+	uint64_t failed = 0;
+
+	for (uint64_t i = 0; i < n; i++)
+		if (weft_group_spawn(rt, g, empty_task, NULL) != 0)
+			failed++;
+	return failed;
+}
+
+/* ---- fib ---- */
+
+/* fib(n) by iteration: the value every variant must return. */
+static uint64_t fib_iter(int n)
+{
+	uint64_t a = 0, b = 1;
+
+	for (int i = 0; i < n; i++) {
+		uint64_t t = a + b;
+		a = b;
+		b = t;
+	}
+	return a;
+}
+
+/* Spawns of the spawn-per-call fib: one per call with n >= 2, and there
+ * are fib(n+1) - 1 of those. */
+static uint64_t fib_spawns(int n)
+{
+	return fib_iter(n + 1) - 1;
+}
+
+struct fib_frame {
+	int n;
+	uint64_t r;
+};
+
+/* The runtime fib tasks spawn into; set before each run (tasks only get
+ * their frame). */
+static weft_rt *fib_rt;
+static atomic_ulong fib_spawn_failures;
+
+static uint64_t fib_weft(int n);
+
+static void fib_task(void *arg)
+{
+	struct fib_frame *f = arg;
+
+	f->r = fib_weft(f->n);
+}
+
+/* The shape of the issue: fib(n-1) spawned into a group on this stack,
+ * fib(n-2) inline, wait, sum. */
+static uint64_t fib_weft(int n)
+{
+	struct fib_frame child;
+	struct weft_group g;
+	uint64_t b;
+
+	if (n < 2)
+		return (uint64_t)n;
+	child.n = n - 1;
+	child.r = 0;
+	weft_group_init(&g);
+	if (weft_group_spawn(fib_rt, &g, fib_task, &child) != 0) {
+		/* Still give the right answer, and count it as an error. */
+		atomic_fetch_add_explicit(&fib_spawn_failures, 1, memory_order_relaxed);
+		fib_task(&child);
+	}
+	b = fib_weft(n - 2);
+	weft_group_wait(fib_rt, &g);
+	return child.r + b;
+}
+
+/* fib(n) as a root task submitted from this (non-worker) thread. */
+static uint64_t fib_weft_root(void *ctx, int n)
+{
+	struct fib_frame root = { n, 0 };
+	struct weft_group g;
+
+	fib_rt = ctx;
+	weft_group_init(&g);
+	if (weft_group_spawn(fib_rt, &g, fib_task, &root) != 0)
+		return UINT64_MAX;
+	weft_group_wait(fib_rt, &g);
+	return root.r;
+}
+
+static uint64_t fib_serial_run(void *ctx, int n)
+{
+	(void)ctx;
+	return bench_fib_serial(n);
+}
+
+#ifdef WEFT_BENCH_HAVE_TBB
+static uint64_t fib_tbb_run(void *ctx, int n)
+{
+	return bench_fib_tbb(ctx, n);
+}
+#endif
+
+#ifdef WEFT_BENCH_HAVE_OMP
+static uint64_t fib_omp_run(void *ctx, int n)
+{
+	return bench_fib_omp(n, (int)(intptr_t)ctx);
+}
+#endif
+
+/* One implementation of fib, measured. */
+struct fib_result {
+	bool ok;        /* measured and right */
+	char why[64];   /* when not ok: "n/a (...)" */
+	double ms;      /* median over the repetitions */
+	double ns_spawn;/* (ms - serial ms) / spawns */
+};
+
+/* Median time of fn(ctx, n) over the mode's repetitions, after one smaller
+ * warm-up run (thread start-up, first touch of stacks and arenas).  Every
+ * result is checked. */
+static void fib_time(struct fib_result *res, uint64_t (*fn)(void *, int), void *ctx, int n)
+{
+	const uint64_t expect = fib_iter(n);
+	double t[MAX_REPS];
+
+	/* A pause first, so threads of the variant before have gone idle. */
+	bench_sleep_ns(50000000);
+	(void)fn(ctx, n > 8 ? n - 4 : n);
+	for (unsigned i = 0; i < M.reps; i++) {
+		uint64_t t0 = bench_now_ns(), v;
+
+		v = fn(ctx, n);
+		t[i] = (double)(bench_now_ns() - t0) / 1e6;
+		if (v != expect) {
+			snprintf(res->why, sizeof res->why, "ERROR: returned %llu, not %llu",
+				 (unsigned long long)v, (unsigned long long)expect);
+			errors++;
+			return;
+		}
+	}
+	res->ms = bench_median(t, M.reps);
+	res->ok = true;
+}
+
+static void fib_weft_measure(struct fib_result *res, unsigned workers, int n)
+{
+	weft_rt *rt = rt_create(workers, NULL, res->why, sizeof res->why);
+
+	if (!rt)
+		return;
+	atomic_store(&fib_spawn_failures, 0);
+	fib_time(res, fib_weft_root, rt, n);
+	weft_destroy(rt);
+	if (atomic_load(&fib_spawn_failures) != 0) {
+		snprintf(res->why, sizeof res->why, "ERROR: %lu spawns failed",
+			 atomic_load(&fib_spawn_failures));
+		res->ok = false;
+		errors++;
+	}
+}
+
+static void fib_tbb_measure(struct fib_result *res, int threads, int n)
+{
+#ifdef WEFT_BENCH_HAVE_TBB
+	struct bench_tbb *h = bench_tbb_open(threads);
+
+	if (!h) {
+		snprintf(res->why, sizeof res->why, "n/a (oneTBB arena failed)");
+		return;
+	}
+	fib_time(res, fib_tbb_run, h, n);
+	bench_tbb_close(h);
+#else
+	(void)threads;
+	(void)n;
+	snprintf(res->why, sizeof res->why, "n/a (not built: needs C++, libtbb-dev)");
+#endif
+}
+
+static void fib_omp_measure(struct fib_result *res, int threads, int n)
+{
+#ifdef WEFT_BENCH_HAVE_OMP
+	fib_time(res, fib_omp_run, (void *)(intptr_t)threads, n);
+#else
+	(void)threads;
+	(void)n;
+	snprintf(res->why, sizeof res->why, "n/a (not built: no OpenMP)");
+#endif
+}
+
+/* "12.3 ms, 4.5 ns/spawn", or the reason it is missing. */
+static void fib_cell(char *out, size_t len, const char *label, const struct fib_result *r)
+{
+	/* Two decimals for the short times of a small --fib. */
+	int prec = r->ms < 10 ? 2 : 1;
+
+	if (!r->ok)
+		snprintf(out, len, "%s%s%s", label, *label ? " " : "", r->why);
+	else if (isfinite(r->ns_spawn))
+		snprintf(out, len, "%s%s%.*f ms, %.1f ns/spawn", label, *label ? " " : "", prec,
+			 r->ms, r->ns_spawn);
+	else
+		snprintf(out, len, "%s%s%.*f ms", label, *label ? " " : "", prec, r->ms);
+}
+
+static void fib_metrics(struct bench_row *row, const char *prefix, const struct fib_result *r,
+			const struct fib_result *serial, const struct fib_result *w1)
+{
+	char key[32];
+
+	snprintf(key, sizeof key, "%s_ms", prefix);
+	bench_metric(row, key, r->ok ? r->ms : NAN);
+	snprintf(key, sizeof key, "%s_ns_per_spawn", prefix);
+	bench_metric(row, key, r->ok ? r->ns_spawn : NAN);
+	snprintf(key, sizeof key, "%s_x_serial", prefix);
+	bench_metric(row, key, r->ok && serial->ok ? r->ms / serial->ms : NAN);
+	snprintf(key, sizeof key, "%s_x_weft_1w", prefix);
+	bench_metric(row, key, r->ok && w1->ok ? r->ms / w1->ms : NAN);
+}
+
+/* A line "weft vs a baseline": the ratio says how many times faster weft
+ * is, and the goal is simply "faster". */
+static void fib_versus(int n, const char *what, const char *label, const struct fib_result *weft,
+		       const char *weft_label, const struct fib_result *base,
+		       const struct fib_result *serial, const struct fib_result *w1)
+{
+	struct bench_row *row = bench_row_new("fib", "fib(%d) vs %s", n, what);
+	char cell[128];
+
+	fib_cell(cell, sizeof cell, weft_label, weft);
+	bench_weft(row, "%s", cell);
+	fib_cell(cell, sizeof cell, label, base);
+	bench_base(row, "%s", cell);
+	if (weft->ok && base->ok) {
+		double speedup = base->ms / weft->ms;
+
+		if (speedup >= 1)
+			bench_ratio(row, "weft %.2fx faster", speedup);
+		else
+			bench_ratio(row, "weft %.2fx slower", 1 / speedup);
+		bench_goal(row, speedup > 1 ? BENCH_OK : BENCH_MISS, "faster");
+	} else {
+		bench_goal(row, weft->ok ? BENCH_NONE : BENCH_ERROR, "faster");
+	}
+	fib_metrics(row, "weft", weft, serial, w1);
+	fib_metrics(row, "base", base, serial, w1);
+	bench_print_row(row);
+}
+
+static void group_fib(void)
+{
+	const int n = M.fib_n;
+	const double spawns = (double)fib_spawns(n);
+	struct fib_result serial = { 0 }, w1 = { 0 }, w2 = { 0 }, tbb1 = { 0 }, tbb2 = { 0 },
+			  omp2 = { 0 };
+	struct fib_result *all[] = { &serial, &w1, &w2, &tbb1, &tbb2, &omp2 };
+	struct bench_row *row;
+	char cell[128];
+
+	/* Everything first, then the lines: each line compares two of them. */
+	fib_time(&serial, fib_serial_run, NULL, n);
+	fib_weft_measure(&w1, 1, n);
+	fib_weft_measure(&w2, 2, n);
+	fib_tbb_measure(&tbb1, 1, n);
+	fib_tbb_measure(&tbb2, 2, n);
+	fib_omp_measure(&omp2, 2, n);
+	/* Let the baselines' threads stop spinning before the next row:
+	 * libomp spins for 200 ms (KMP_BLOCKTIME) after a parallel region,
+	 * and a spinning thread takes one of the two CPUs from weft. */
+	bench_sleep_ns(300000000);
+	for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+		all[i]->ns_spawn = all[i]->ok && serial.ok && all[i] != &serial
+					   ? (all[i]->ms - serial.ms) * 1e6 / spawns
+					   : NAN;
+
+	row = bench_row_new("fib", "fib(%d) 1 worker", n);
+	fib_cell(cell, sizeof cell, "", &w1);
+	bench_weft(row, "%s", cell);
+	fib_cell(cell, sizeof cell, "serial C", &serial);
+	bench_base(row, "%s", cell);
+	if (w1.ok && serial.ok) {
+		bench_ratio(row, "%.2fx serial", w1.ms / serial.ms);
+		bench_goal(row, w1.ms / serial.ms <= 4 ? BENCH_OK : BENCH_MISS, "<= 4x serial");
+	} else {
+		bench_goal(row, BENCH_ERROR, "<= 4x serial");
+	}
+	bench_metric(row, "n", n);
+	bench_metric(row, "spawns", spawns);
+	bench_metric(row, "serial_ms", serial.ok ? serial.ms : NAN);
+	fib_metrics(row, "weft_1w", &w1, &serial, &w1);
+	bench_print_row(row);
+
+	row = bench_row_new("fib", "fib(%d) 2 workers", n);
+	fib_cell(cell, sizeof cell, "", &w2);
+	bench_weft(row, "%s", cell);
+	fib_cell(cell, sizeof cell, "weft 1 worker", &w1);
+	bench_base(row, "%s", cell);
+	if (w1.ok && w2.ok) {
+		bench_ratio(row, "%.2fx speed-up", w1.ms / w2.ms);
+		bench_goal(row, w1.ms / w2.ms >= 1.8 ? BENCH_OK : BENCH_MISS, ">= 1.8x speed-up");
+	} else {
+		bench_goal(row, BENCH_ERROR, ">= 1.8x speed-up");
+	}
+	fib_metrics(row, "weft_2w", &w2, &serial, &w1);
+	bench_print_row(row);
+
+	fib_versus(n, "oneTBB, 1 thr", "oneTBB", &w1, "1w", &tbb1, &serial, &w1);
+	fib_versus(n, "oneTBB, 2 thr", "oneTBB", &w2, "2w", &tbb2, &serial, &w1);
+	fib_versus(n, "OpenMP, 2 thr", "OpenMP", &w2, "2w", &omp2, &serial, &w1);
+}
+
+/* ---- flat spawn ---- */
+
+struct burst {
+	weft_rt *rt;
+	uint64_t tasks;
+	uint64_t ns;
+	uint64_t failed;
+};
+
+/* Inside a worker: spawn SPAWN_BATCH empty tasks, wait, until done. */
+static void burst_task(void *arg)
+{
+	struct burst *b = arg;
+	uint64_t t0 = bench_now_ns();
+
+	for (uint64_t done = 0; done < b->tasks; done += SPAWN_BATCH) {
+		struct weft_group g;
+
+		weft_group_init(&g);
+		b->failed += spawn_empties(b->rt, &g, SPAWN_BATCH);
+		weft_group_wait(b->rt, &g);
+	}
+	b->ns = bench_now_ns() - t0;
+}
+
+static void flat_row(struct bench_row *row, const char *goal_text, double goal, const double *rate,
+		     uint64_t failed, const char *why)
+{
+	double m = bench_median(rate, M.reps);
+
+	if (why) {
+		bench_weft(row, "%s", why);
+		bench_goal(row, BENCH_ERROR, "%s", goal_text);
+	} else if (failed) {
+		bench_weft(row, "ERROR: %llu spawns failed", (unsigned long long)failed);
+		bench_goal(row, BENCH_ERROR, "%s", goal_text);
+		errors++;
+	} else {
+		bench_weft(row, "%.1f M tasks/s", m);
+		bench_goal(row, m >= goal ? BENCH_OK : BENCH_MISS, "%s", goal_text);
+	}
+	bench_base(row, "- (none in issue 2)");
+	bench_metric(row, "tasks", (double)M.flat_tasks);
+	bench_metric(row, "mtasks_per_s", why || failed ? NAN : m);
+	bench_metric(row, "mtasks_per_s_min", why || failed ? NAN : bench_percentile(rate, M.reps, 0));
+	bench_metric(row, "mtasks_per_s_max", why || failed ? NAN : bench_percentile(rate, M.reps, 100));
+	bench_print_row(row);
+}
+
+static void group_spawn(void)
+{
+	double out_rate[MAX_REPS] = { 0 }, in_rate[MAX_REPS] = { 0 };
+	uint64_t out_failed = 0, in_failed = 0;
+	char why[64];
+	weft_rt *rt = rt_create(0, NULL, why, sizeof why);
+	struct bench_row *row;
+
+	if (rt) {
+		/* From the main thread, which is not a worker: every spawn goes
+		 * through an injection queue. */
+		for (unsigned r = 0; r <= M.reps; r++) {
+			struct weft_group g;
+			uint64_t n = r == 0 ? M.flat_tasks / 10 : M.flat_tasks; /* warm-up */
+			uint64_t t0 = bench_now_ns();
+
+			weft_group_init(&g);
+			out_failed += spawn_empties(rt, &g, n);
+			weft_group_wait(rt, &g);
+			if (r > 0)
+				out_rate[r - 1] = (double)n / ((double)(bench_now_ns() - t0) / 1e3);
+		}
+		/* From a worker: the rate the task itself sees, so the wake-up of
+		 * the root task is not part of it. */
+		for (unsigned r = 0; r <= M.reps; r++) {
+			struct burst b = { rt, r == 0 ? M.flat_tasks / 10 : M.flat_tasks, 0, 0 };
+			struct weft_group g;
+
+			weft_group_init(&g);
+			if (weft_group_spawn(rt, &g, burst_task, &b) != 0) {
+				in_failed++;
+				break;
+			}
+			weft_group_wait(rt, &g);
+			in_failed += b.failed;
+			if (r > 0)
+				in_rate[r - 1] = (double)b.tasks / ((double)b.ns / 1e3);
+		}
+		weft_destroy(rt);
+	}
+	row = bench_row_new("spawn", "spawn %lluM from outside thread",
+			    (unsigned long long)(M.flat_tasks / 1000000));
+	flat_row(row, ">= 20 M/s", 20, out_rate, out_failed, rt ? NULL : why);
+	row = bench_row_new("spawn", "spawn %lluM in worker, 1000+wait",
+			    (unsigned long long)(M.flat_tasks / 1000000));
+	flat_row(row, ">= 100 M/s", 100, in_rate, in_failed, rt ? NULL : why);
+}
+
+/* ---- wake latency ---- */
+
+struct stamp {
+	uint64_t ns;
+};
+
+static void stamp_task(void *arg)
+{
+	((struct stamp *)arg)->ns = bench_now_ns();
+}
+
+/* Two CPUs of the affinity mask for the cross-CPU ping-pong; false if the
+ * process may run on one CPU only. */
+static bool two_cpus(int *a, int *b)
+{
+	cpu_set_t set;
+	int found = 0;
+
+	if (sched_getaffinity(0, sizeof set, &set) != 0)
+		return false;
+	for (int c = 0; c < CPU_SETSIZE && found < 2; c++)
+		if (CPU_ISSET(c, &set))
+			*(found++ ? b : a) = c;
+	return found == 2;
+}
+
+static uint64_t sum_stat(const struct weft_stats *s, size_t offset)
+{
+	uint64_t sum = 0;
+
+	for (unsigned w = 0; w < s->workers && w < WEFT_MAX_WORKERS; w++)
+		sum += *(const uint64_t *)((const char *)&s->worker[w] + offset);
+	return sum;
+}
+
+/* One sample: an outside thread spawns onto a runtime whose workers have
+ * been idle for 2 ms; the time from just before the spawn to the start of
+ * the task, in ns, or -1 if the spawn failed. */
+static double wake_sample(weft_rt *rt)
+{
+	struct stamp s = { 0 };
+	struct weft_group g;
+	uint64_t t0;
+
+	/* Long enough for every worker to give up spinning and park. */
+	bench_sleep_ns(2000000);
+	weft_group_init(&g);
+	t0 = bench_now_ns();
+	if (weft_group_spawn(rt, &g, stamp_task, &s) != 0)
+		return -1;
+	weft_group_wait(rt, &g);
+	return (double)(s.ns - t0);
+}
+
+/* Samples are taken in chunks, alternating weft and the ping-pong, so that
+ * both see the same load on a shared, noisy machine. */
+#define WAKE_CHUNKS 8
+
+static void group_wake(void)
+{
+	const unsigned n = M.wake_samples;
+	double *lat = calloc(n, sizeof *lat), *pp = calloc(n, sizeof *pp);
+	double *pp_free = calloc(n, sizeof *pp_free);
+	struct weft_stats *st = calloc(2, sizeof *st);
+	uint64_t failed = 0, wakeups = 0, parks = 0;
+	int cpu_a = -1, cpu_b = -1, rc_pp = 0, rc_free = 0;
+	char why[64] = "", ppwhy[64] = "";
+	const char *pp_label = "futex x-CPU";
+	weft_rt *rt;
+	struct bench_row *row;
+
+	if (!lat || !pp || !pp_free || !st) {
+		fprintf(stderr, "weft-bench: out of memory\n");
+		exit(1);
+	}
+	/* The baseline is the ping-pong pinned to two CPUs: the cross-CPU
+	 * wake the issue's figure is about.  Unpinned, the scheduler tends to
+	 * put both threads on one CPU, several times cheaper here; it is shown
+	 * beside it. */
+	if (!two_cpus(&cpu_a, &cpu_b))
+		pp_label = "futex 1-CPU";
+	rt = rt_create(0, NULL, why, sizeof why);
+	if (rt)
+		weft_stats(rt, &st[0]);
+	for (unsigned c = 0; c < WAKE_CHUNKS; c++) {
+		unsigned lo = n * c / WAKE_CHUNKS, hi = n * (c + 1) / WAKE_CHUNKS;
+
+		if (rc_pp == 0)
+			rc_pp = bench_futex_pingpong(hi - lo, cpu_a, cpu_b, pp + lo);
+		if (rc_free == 0)
+			rc_free = bench_futex_pingpong(hi - lo, -1, -1, pp_free + lo);
+		for (unsigned i = lo; rt && i < hi; i++)
+			if ((lat[i] = wake_sample(rt)) < 0)
+				failed++;
+	}
+	if (rc_pp < 0)
+		snprintf(ppwhy, sizeof ppwhy, "n/a (ping-pong: %s)", strerror(-rc_pp));
+	if (rt) {
+		weft_stats(rt, &st[1]);
+		wakeups = sum_stat(&st[1], offsetof(struct weft_worker_stats, wakeups)) -
+			  sum_stat(&st[0], offsetof(struct weft_worker_stats, wakeups));
+		parks = sum_stat(&st[1], offsetof(struct weft_worker_stats, parks)) -
+			sum_stat(&st[0], offsetof(struct weft_worker_stats, parks));
+		weft_destroy(rt);
+		if (failed) {
+			snprintf(why, sizeof why, "ERROR: %llu spawns failed", (unsigned long long)failed);
+			errors++;
+		}
+	}
+
+	for (int p99 = 0; p99 <= 1; p99++) {
+		double w = p99 ? bench_percentile(lat, n, 99) : bench_median(lat, n);
+		double b = p99 ? bench_percentile(pp, n, 99) : bench_median(pp, n);
+		double f = p99 ? bench_percentile(pp_free, n, 99) : bench_median(pp_free, n);
+		bool have_w = !*why, have_b = rc_pp == 0, have_f = rc_free == 0;
+
+		row = bench_row_new("wake", "wake latency %s, n=%u", p99 ? "p99" : "median", n);
+		if (have_w)
+			bench_weft(row, "%.1f us", w / 1e3);
+		else
+			bench_weft(row, "%s", why);
+		if (have_b && have_f)
+			bench_base(row, "%s %.1f us (unpinned %.1f)", pp_label, b / 1e3, f / 1e3);
+		else if (have_b)
+			bench_base(row, "%s %.1f us", pp_label, b / 1e3);
+		else
+			bench_base(row, "%s", ppwhy);
+		if (have_w && have_b)
+			bench_ratio(row, "%.2fx futex", w / b);
+		/* The issue's figure is about the typical wake; p99 is shown for
+		 * the tail only. */
+		if (!p99)
+			bench_goal(row, !have_w ? BENCH_ERROR : !have_b ? BENCH_NONE
+						: w / b <= 2 ? BENCH_OK : BENCH_MISS,
+				   "<= 2x futex one-way");
+		bench_metric(row, "weft_us", have_w ? w / 1e3 : NAN);
+		bench_metric(row, "futex_pinned_oneway_us", have_b ? b / 1e3 : NAN);
+		bench_metric(row, "futex_unpinned_oneway_us", have_f ? f / 1e3 : NAN);
+		bench_metric(row, "futex_cpu_a", cpu_a);
+		bench_metric(row, "futex_cpu_b", cpu_b);
+		/* About 1 wake-up per sample shows the workers really were
+		 * parked each time. */
+		bench_metric(row, "weft_wakeups_per_sample", have_w ? (double)wakeups / n : NAN);
+		bench_metric(row, "weft_parks_per_sample", have_w ? (double)parks / n : NAN);
+		bench_print_row(row);
+	}
+	free(lat);
+	free(pp);
+	free(pp_free);
+	free(st);
+}
+
+/* ---- steal locality ---- */
+
+static void steal_topology(unsigned workers)
+{
+	const char *topo = "0|1";
+	struct weft_stats *st = calloc(1, sizeof *st);
+	char why[64];
+	weft_rt *rt;
+	struct bench_row *row;
+	struct weft_group g;
+	uint64_t failed;
+	cpu_set_t set;
+
+	if (!st) {
+		fprintf(stderr, "weft-bench: out of memory\n");
+		exit(1);
+	}
+	/* The topology names CPUs 0 and 1; on a machine that does not let
+	 * us use both, the row does not apply (not an error of weft). */
+	if (sched_getaffinity(0, sizeof set, &set) != 0 || !CPU_ISSET(0, &set) ||
+	    !CPU_ISSET(1, &set)) {
+		row = bench_row_new("steal", "steal \"%s\", %u workers", topo, workers);
+		bench_weft(row, "n/a (CPUs 0 and 1 not both usable)");
+		bench_print_row(row);
+		free(st);
+		return;
+	}
+	rt = rt_create(workers, topo, why, sizeof why);
+	if (!rt) {
+		row = bench_row_new("steal", "steal \"%s\", %u workers", topo, workers);
+		bench_weft(row, "%s", why);
+		bench_goal(row, BENCH_ERROR, "-");
+		bench_print_row(row);
+		free(st);
+		return;
+	}
+	/* A fib (work spreads by stealing), then a flat burst from outside
+	 * (work arrives through the injection queues). */
+	atomic_store(&fib_spawn_failures, 0);
+	if (fib_weft_root(rt, M.fib_n) != fib_iter(M.fib_n) || atomic_load(&fib_spawn_failures))
+		errors++;
+	weft_group_init(&g);
+	failed = spawn_empties(rt, &g, M.flat_tasks / 10);
+	weft_group_wait(rt, &g);
+	if (failed)
+		errors++;
+	weft_stats(rt, st);
+	for (unsigned w = 0; w < st->workers && w < WEFT_MAX_WORKERS; w++) {
+		const struct weft_worker_stats *ws = &st->worker[w];
+
+		row = bench_row_new("steal", "steal \"%s\" %uw: w%u node%u cpu%d", topo, workers, w,
+				    ws->node, ws->cpu);
+		bench_weft(row, "local %llu remote %llu", (unsigned long long)ws->steals_local,
+			   (unsigned long long)ws->steals_remote);
+		if (ws->steals_local + ws->steals_remote)
+			bench_ratio(row, "%.0f%% local",
+				    100.0 * (double)ws->steals_local /
+					    (double)(ws->steals_local + ws->steals_remote));
+		bench_goal(row, BENCH_NONE, "injected %llu (%llu rem)",
+			   (unsigned long long)ws->injected, (unsigned long long)ws->injected_remote);
+		bench_metric(row, "workers", workers);
+		bench_metric(row, "worker", w);
+		bench_metric(row, "node", ws->node);
+		bench_metric(row, "cpu", ws->cpu);
+		bench_metric(row, "tasks_run", (double)ws->tasks_run);
+		bench_metric(row, "steals_local", (double)ws->steals_local);
+		bench_metric(row, "steals_remote", (double)ws->steals_remote);
+		bench_metric(row, "steal_failures", (double)ws->steal_failures);
+		bench_metric(row, "injected", (double)ws->injected);
+		bench_metric(row, "injected_remote", (double)ws->injected_remote);
+		bench_metric(row, "parks", (double)ws->parks);
+		bench_metric(row, "wakeups", (double)ws->wakeups);
+		bench_print_row(row);
+	}
+	weft_destroy(rt);
+	free(st);
+}
+
+static void group_steal(void)
+{
+	/* The issue's case: one worker per node, so every steal is remote.
+	 * Then two per node (sharing the CPUs), where a worker has a victim
+	 * on its own node and local-first stealing can show. */
+	steal_topology(2);
+	steal_topology(4);
+}
+
+/* ---- idle CPU ---- */
+
+static void group_idle(void)
+{
+	struct bench_row *row = bench_row_new("idle", "idle CPU, 1 s from 100 ms after");
+	double cpu0, cpu1, pct;
+	uint64_t t0, t1, failed;
+	struct weft_group g;
+	char why[64];
+	weft_rt *rt = rt_create(0, NULL, why, sizeof why);
+
+	if (!rt) {
+		bench_weft(row, "%s", why);
+		bench_goal(row, BENCH_ERROR, "< 1%% of a CPU");
+		bench_print_row(row);
+		return;
+	}
+	/* Some work first, so every worker has run, stolen and spun. */
+	atomic_store(&fib_spawn_failures, 0);
+	if (fib_weft_root(rt, 25) != fib_iter(25) || atomic_load(&fib_spawn_failures))
+		errors++;
+	weft_group_init(&g);
+	failed = spawn_empties(rt, &g, 100000);
+	weft_group_wait(rt, &g);
+	if (failed)
+		errors++;
+
+	bench_sleep_ns(100000000);
+	/* The whole process: the main thread only sleeps, and the other
+	 * rows' baseline threads (oneTBB, OpenMP) have been idle for longer
+	 * than they spin. */
+	cpu0 = bench_cpu_seconds();
+	t0 = bench_now_ns();
+	bench_sleep_ns(1000000000);
+	cpu1 = bench_cpu_seconds();
+	t1 = bench_now_ns();
+	weft_destroy(rt);
+
+	pct = (cpu1 - cpu0) / ((double)(t1 - t0) / 1e9) * 100;
+	bench_weft(row, "%.2f %% of a CPU", pct);
+	bench_base(row, "- (getrusage, whole process)");
+	bench_goal(row, pct < 1 ? BENCH_OK : BENCH_MISS, "< 1%% of a CPU");
+	bench_metric(row, "cpu_percent", pct);
+	bench_metric(row, "cpu_seconds", cpu1 - cpu0);
+	bench_metric(row, "wall_seconds", (double)(t1 - t0) / 1e9);
+	bench_print_row(row);
+}
+
+/* ---- memory ---- */
+
+struct mem_run {
+	weft_rt *rt;
+	uint64_t tasks;
+	uint64_t failed;
+	long long rss_first; /* after the first batch */
+	uint64_t ns;
+};
+
+static void mem_task(void *arg)
+{
+	struct mem_run *m = arg;
+	uint64_t t0 = bench_now_ns();
+
+	for (uint64_t done = 0; done < m->tasks; done += MEM_BATCH) {
+		struct weft_group g;
+
+		weft_group_init(&g);
+		m->failed += spawn_empties(m->rt, &g, MEM_BATCH);
+		weft_group_wait(m->rt, &g);
+		if (done == 0)
+			m->rss_first = bench_rss_bytes();
+	}
+	m->ns = bench_now_ns() - t0;
+}
+
+static void group_memory(void)
+{
+	struct bench_row *row = bench_row_new("memory", "memory, %lluM tasks in 10k batches",
+					      (unsigned long long)(M.mem_tasks / 1000000));
+	const double MiB = 1024.0 * 1024.0;
+	struct mem_run m = { 0 };
+	long long before, after;
+	double growth, steady;
+	struct weft_group g;
+	char why[64];
+	weft_rt *rt = rt_create(0, NULL, why, sizeof why);
+
+	if (!rt) {
+		bench_weft(row, "%s", why);
+		bench_goal(row, BENCH_ERROR, "flat");
+		bench_print_row(row);
+		return;
+	}
+	m.rt = rt;
+	m.tasks = M.mem_tasks;
+	before = bench_rss_bytes();
+	weft_group_init(&g);
+	if (weft_group_spawn(rt, &g, mem_task, &m) != 0)
+		m.failed++;
+	weft_group_wait(rt, &g);
+	after = bench_rss_bytes();
+	weft_destroy(rt);
+	if (m.failed) {
+		bench_weft(row, "ERROR: %llu spawns failed", (unsigned long long)m.failed);
+		bench_goal(row, BENCH_ERROR, "flat");
+		errors++;
+		bench_print_row(row);
+		return;
+	}
+	growth = (double)(after - before) / MiB;
+	/* Growth after the first batch is what a leak would show; the first
+	 * batch itself may legitimately fill the arenas. */
+	steady = (double)(after - m.rss_first) / MiB;
+	bench_weft(row, "RSS %.1f -> %.1f MiB", (double)before / MiB, (double)after / MiB);
+	bench_base(row, "RSS after 1st batch %.1f MiB", (double)m.rss_first / MiB);
+	bench_ratio(row, "%+.2f MiB, %+.2f steady", growth, steady);
+	bench_goal(row, steady < 1 ? BENCH_OK : BENCH_MISS, "flat (< 1 MiB steady)");
+	bench_metric(row, "tasks", (double)m.tasks);
+	bench_metric(row, "rss_before_mib", (double)before / MiB);
+	bench_metric(row, "rss_first_batch_mib", (double)m.rss_first / MiB);
+	bench_metric(row, "rss_after_mib", (double)after / MiB);
+	bench_metric(row, "growth_mib", growth);
+	bench_metric(row, "steady_growth_mib", steady);
+	bench_metric(row, "mtasks_per_s", (double)m.tasks / ((double)m.ns / 1e3));
+	bench_print_row(row);
+}
+
+/* ---- main ---- */
+
+static const struct {
+	const char *name;
+	void (*run)(void);
+	const char *what;
+} GROUPS[] = {
+	{ "fib", group_fib, "fib(n), a spawn per call: serial C, weft 1/2 workers, oneTBB, OpenMP" },
+	{ "spawn", group_spawn, "flat spawn of empty tasks, from outside and inside a worker" },
+	{ "wake", group_wake, "wake latency of a parked runtime vs a raw futex ping-pong" },
+	{ "steal", group_steal, "per-worker steal counters on the virtual topology \"0|1\"" },
+	{ "idle", group_idle, "CPU used by an idle runtime" },
+	{ "memory", group_memory, "RSS before and after many tasks in batches" },
+};
+#define NGROUPS (sizeof GROUPS / sizeof GROUPS[0])
+
+static void on_alarm(int sig)
+{
+	static const char msg[] = "\nweft-bench: watchdog: timed out in group ";
+	const char *g = current_group;
+
+	(void)sig;
+	/* Only async-signal-safe calls here. */
+	if (write(2, msg, sizeof msg - 1) < 0 || write(2, g, strlen(g)) < 0 || write(2, "\n", 1) < 0)
+		_exit(3);
+	_exit(3);
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: weft-bench [--quick | --full] [--filter NAME[,NAME...]] [--json FILE]\n"
+		"                  [--fib N] [--reps R] [--timeout SEC] [--list]\n"
+		"  --quick        small sizes (fib(30), 2M tasks, 200 wake samples); the README's bench\n"
+		"  --full         the issue's sizes (fib(35), 10M tasks, 1000 samples); the default\n"
+		"  --filter NAME  run only the groups whose name contains NAME (repeatable)\n"
+		"  --json FILE    also write the table, with every number, as JSON\n"
+		"  --fib N        fib(N) instead of the mode's n\n"
+		"  --reps R       repetitions per measurement (median), 1..%d\n"
+		"  --timeout SEC  abort if the run takes longer (0: never; quick default 300)\n"
+		"  --list         list the groups\n",
+		MAX_REPS);
+}
+
+static long parse_num(const char *opt_name, const char *s, long lo, long hi)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s ? s : "", &end, 10);
+	if (!s || errno || *end || end == s || v < lo || v > hi) {
+		fprintf(stderr, "weft-bench: %s wants a number in %ld..%ld\n", opt_name, lo, hi);
+		exit(2);
+	}
+	return v;
+}
+
+static void read_loadavg(char *out, size_t len)
+{
+	FILE *f = fopen("/proc/loadavg", "r");
+
+	snprintf(out, len, "?");
+	if (f) {
+		if (!fgets(out, (int)len, f))
+			snprintf(out, len, "?");
+		out[strcspn(out, "\n")] = 0;
+		fclose(f);
+	}
+}
+
+int main(int argc, char **argv)
+{
+	const char *json = NULL;
+	long fib_n = -1, reps = -1, timeout = -1;
+	unsigned ok, miss, err;
+	uint64_t start;
+	char load[128];
+	cpu_set_t set;
+
+	M = mode_full;
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+
+		if (!strcmp(a, "--quick")) {
+			M = mode_quick;
+		} else if (!strcmp(a, "--full")) {
+			M = mode_full;
+		} else if (!strcmp(a, "--filter") && i + 1 < argc) {
+			/* A comma-separated list, split in place. */
+			for (char *tok = strtok(argv[++i], ","); tok; tok = strtok(NULL, ","))
+				if (nfilters < MAX_FILTERS)
+					filters[nfilters++] = tok;
+		} else if (!strcmp(a, "--json") && i + 1 < argc) {
+			json = argv[++i];
+		} else if (!strcmp(a, "--fib")) {
+			fib_n = parse_num(a, i + 1 < argc ? argv[++i] : NULL, 2, 60);
+		} else if (!strcmp(a, "--reps")) {
+			reps = parse_num(a, i + 1 < argc ? argv[++i] : NULL, 1, MAX_REPS);
+		} else if (!strcmp(a, "--timeout")) {
+			timeout = parse_num(a, i + 1 < argc ? argv[++i] : NULL, 0, 86400);
+		} else if (!strcmp(a, "--list")) {
+			for (size_t g = 0; g < NGROUPS; g++)
+				printf("%-8s %s\n", GROUPS[g].name, GROUPS[g].what);
+			return 0;
+		} else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+			usage(stdout);
+			return 0;
+		} else {
+			fprintf(stderr, "weft-bench: unknown or incomplete option '%s'\n", a);
+			usage(stderr);
+			return 2;
+		}
+	}
+	/* Options override the mode whichever order they came in. */
+	if (fib_n > 0)
+		M.fib_n = (int)fib_n;
+	if (reps > 0)
+		M.reps = (unsigned)reps;
+	if (timeout >= 0)
+		M.timeout_s = (unsigned)timeout;
+	for (unsigned f = 0; f < nfilters; f++) {
+		bool known = false;
+
+		for (size_t g = 0; g < NGROUPS; g++)
+			known |= strstr(GROUPS[g].name, filters[f]) != NULL;
+		if (!known) {
+			fprintf(stderr, "weft-bench: --filter %s matches no group (see --list)\n",
+				filters[f]);
+			return 2;
+		}
+	}
+
+	if (M.timeout_s) {
+		signal(SIGALRM, on_alarm);
+		alarm(M.timeout_s);
+	}
+	start = bench_now_ns();
+	read_loadavg(load, sizeof load);
+	bench_meta("weft", "%s (headers %s)", weft_version(), WEFT_VERSION_STRING);
+	bench_meta("mode", "%s: fib(%d), %u reps (median), %llu flat tasks, %u wake samples, "
+			   "%llu memory tasks",
+		   M.name, M.fib_n, M.reps, (unsigned long long)M.flat_tasks, M.wake_samples,
+		   (unsigned long long)M.mem_tasks);
+	bench_meta("cpus", "%d in the affinity mask, %ld online",
+		   sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : -1,
+		   sysconf(_SC_NPROCESSORS_ONLN));
+#ifdef __OPTIMIZE__
+	bench_meta("compiler", "%s, optimised", __VERSION__);
+#else
+	bench_meta("compiler", "%s, NOT optimised: numbers are meaningless", __VERSION__);
+#endif
+#ifdef WEFT_BENCH_HAVE_TBB
+	bench_meta("oneTBB", "%s", bench_tbb_version());
+#else
+	bench_meta("oneTBB", "not built (needs a C++ compiler and libtbb-dev)");
+#endif
+#ifdef WEFT_BENCH_HAVE_OMP
+	bench_meta("OpenMP", "%s", bench_omp_runtime());
+#else
+	bench_meta("OpenMP", "not built (compiler without OpenMP)");
+#endif
+	bench_meta("loadavg", "%s (at start: a busy machine makes every row noisy)", load);
+
+	bench_print_header();
+	for (size_t g = 0; g < NGROUPS; g++) {
+		if (!want(GROUPS[g].name))
+			continue;
+		current_group = GROUPS[g].name;
+		GROUPS[g].run();
+	}
+	alarm(0);
+
+	read_loadavg(load, sizeof load);
+	bench_count(&ok, &miss, &err);
+	printf("\n%u ok, %u missed, %u errors in %.1f s (loadavg at end %s)\n", ok, miss, err,
+	       (double)(bench_now_ns() - start) / 1e9, load);
+	if (json) {
+		int rc;
+
+		bench_meta("seconds", "%.1f", (double)(bench_now_ns() - start) / 1e9);
+		rc = bench_write_json(json);
+		if (rc < 0) {
+			fprintf(stderr, "weft-bench: writing %s: %s\n", json, strerror(-rc));
+			return 1;
+		}
+	}
+	return errors ? 1 : 0;
+}
