@@ -10,5 +10,6 @@
 #include <weft/runtime.h>
 #include <weft/group.h>
 #include <weft/stats.h>
+#include <weft/acquire.h>
 
 #endif

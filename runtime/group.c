@@ -124,7 +124,7 @@ int weft_group_spawn(weft_rt *rt, struct weft_group *g, void (*fn)(void *arg), v
 		g->local++;
 	else
 		fetch_add_relaxed(&g->shared, 2);
-	int r = rt_push_outside(rt, -1, false, fn, arg, g);
+	int r = rt_push_outside(rt, -1, false, fn, arg, g, false);
 	if (unlikely(r < 0)) {
 		/* Undo; nobody can be waiting on a count we just raised. */
 		if (mine)

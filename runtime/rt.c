@@ -32,6 +32,7 @@
 
 #include <weft/version.h>
 
+#include "acquire.h"
 #include "os.h"
 
 enum { GATE_CLOSED = 0, GATE_OPEN = 1, GATE_ABORT = 2 };
@@ -147,6 +148,8 @@ static void free_rt(struct weft_rt *rt)
 		inject_fini(&node->affine);
 		node_free(node, sizeof(*node));
 	}
+	if (rt->acq)
+		acquire_fini(rt);
 	topology_free(&rt->topo);
 	while (rt->submitters) {
 		struct submitter *next = rt->submitters->next;
@@ -233,7 +236,7 @@ static int build(struct weft_rt *rt, const struct weft_config *cfg)
 		}
 		rt->nodes[n]->count = idx - rt->nodes[n]->first;
 	}
-	return 0;
+	return acquire_init(rt, cfg);
 }
 
 int weft_create(weft_rt **out, const struct weft_config *cfg)
@@ -297,6 +300,10 @@ bool rt_try_exit(struct weft_rt *rt)
 {
 	if (rt_any_queued(rt))
 		return false;
+	/* Requests still waiting now can never be granted: cancel them.
+	 * Their callbacks are new tasks, so we are not done yet. */
+	if (rt->acq && acquire_cancel_stuck(rt))
+		return false;
 	uint32_t expected = RT_QUIESCED;
 	/* seq_cst: one winner; pairs with the workers' loads of state. */
 	if (!cas_seq_cst(&rt->state, &expected, RT_EXIT))
@@ -348,7 +355,7 @@ int weft_spawn(weft_rt *rt, void (*fn)(void *arg), void *arg)
 	struct weft_worker *w = weft_tls_worker;
 	if (likely(w && w->rt == rt))
 		return rt_push_local(w, fn, arg, NULL, 0);
-	return rt_push_outside(rt, -1, false, fn, arg, NULL);
+	return rt_push_outside(rt, -1, false, fn, arg, NULL, false);
 }
 
 int weft_spawn_on_node(weft_rt *rt, unsigned node, void (*fn)(void *arg), void *arg)
@@ -360,7 +367,7 @@ int weft_spawn_on_node(weft_rt *rt, unsigned node, void (*fn)(void *arg), void *
 		return weft_spawn(rt, fn, arg);
 	/* Always through the node's affine queue, even from a worker of that
 	 * node: a deque could be robbed by another node's thief. */
-	return rt_push_outside(rt, (int)node, true, fn, arg, NULL);
+	return rt_push_outside(rt, (int)node, true, fn, arg, NULL, false);
 }
 
 unsigned weft_worker_count(const weft_rt *rt)
@@ -416,5 +423,7 @@ int weft_stats(weft_rt *rt, struct weft_stats *out)
 		o->wakeups = load_relaxed(&c->wakeups);
 		o->spurious_wakeups = load_relaxed(&c->spurious_wakeups);
 	}
+	if (rt->acq)
+		acquire_stats(rt, &out->acquire);
 	return 0;
 }

@@ -58,6 +58,7 @@ struct worker_counters {
 	uint64_t parks;
 	uint64_t wakeups;
 	uint64_t spurious_wakeups;
+	uint64_t grants_fast;
 };
 
 struct weft_worker {
@@ -118,6 +119,7 @@ struct weft_rt {
 	struct weft_worker *workers[WEFT_MAX_WORKERS];
 	struct weft_node *nodes[WEFT_MAX_NODES];
 	struct weft_topology topo;
+	struct weft_acquire *acq;     /* component scheduler, acquire.c */
 
 	/* Outside submitters and weft_destroy. */
 	uint32_t state WEFT_ALIGNED;
@@ -146,7 +148,10 @@ struct weft_task *worker_find_work(struct weft_worker *w);
 bool worker_work_visible(struct weft_worker *w);
 void worker_wake_for_spawn(struct weft_worker *w);
 void worker_published(struct weft_worker *w);
-int rt_push_outside(struct weft_rt *rt, int node, bool affine, void (*fn)(void *), void *arg, struct weft_group *g);
+/* Push through an injection queue.  internal: the runtime's own work
+ * (grant callbacks), accepted while weft_destroy drains. */
+int rt_push_outside(struct weft_rt *rt, int node, bool affine, void (*fn)(void *), void *arg, struct weft_group *g,
+		    bool internal);
 /* Run tasks on worker w until done(ctx) is true; parks (kind WAIT) when
  * there is nothing to run.  done must become true only through an event
  * that calls worker_notify(w) (or a spawn that wakes w). */

@@ -886,6 +886,14 @@ void sched_comp_holders(const struct sched *s, uint32_t c, uint32_t *readers, bo
 	*writer = c < s->ncomp && s->comp[c].writer;
 }
 
+void sched_comp_set_holders(struct sched *s, uint32_t c, uint32_t readers, bool writer)
+{
+	if (c >= s->ncomp)
+		return;
+	s->comp[c].readers = readers;
+	s->comp[c].writer = writer;
+}
+
 void sched_get_stats(const struct sched *s, struct sched_stats *out)
 {
 	*out = s->stats;

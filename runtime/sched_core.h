@@ -137,4 +137,10 @@ uint32_t sched_nwaiting(const struct sched *s);
 void sched_comp_holders(const struct sched *s, uint32_t c, uint32_t *readers, bool *writer);
 void sched_get_stats(const struct sched *s, struct sched_stats *out);
 
+/* Hand holders of component c between the core and a lock-free layer
+ * above it (acquire.c keeps uncontended components out of the core).  Only
+ * for a component no waiting request names: the core's counts for c are
+ * simply replaced. */
+void sched_comp_set_holders(struct sched *s, uint32_t c, uint32_t readers, bool writer);
+
 #endif

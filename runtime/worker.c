@@ -365,7 +365,8 @@ static struct submitter *submitter_of(struct weft_rt *rt)
 	return rec;
 }
 
-int rt_push_outside(struct weft_rt *rt, int node, bool affine, void (*fn)(void *), void *arg, struct weft_group *g)
+int rt_push_outside(struct weft_rt *rt, int node, bool affine, void (*fn)(void *), void *arg, struct weft_group *g,
+		    bool internal)
 {
 	/* Tasks may spawn until the runtime exits; other threads only while
 	 * it runs.  An outside thread marks itself active with a seq_cst RMW
@@ -381,7 +382,7 @@ int rt_push_outside(struct weft_rt *rt, int node, bool affine, void (*fn)(void *
 		/* seq_cst: pairs with weft_destroy's store of RT_DRAINING and its
 		 * loads of the active flags. */
 		exchange_seq_cst(&rec->active, 1);
-		if (unlikely(load_seq_cst(&rt->state) != RT_RUNNING)) {
+		if (unlikely(load_seq_cst(&rt->state) != RT_RUNNING) && !internal) {
 			store_release(&rec->active, 0);
 			return -ESHUTDOWN;
 		}

@@ -1,0 +1,845 @@
+/*
+ * acquire.c: the component scheduler's concurrent layer (weft_acquire and
+ * friends) around the single-threaded decision core (sched_core.c).
+ *
+ * Overview
+ *   Every component has one atomic word (own cache line):
+ *       bits 0..31  readers holding it     (meaningful while SLOW is clear)
+ *       bit 32      WRITER holds it        (idem)
+ *       bit 33      SLOW: the core owns this component's holders
+ *   Fast path (no lock, no syscall): while none of a request's components
+ *   is SLOW, acquiring is one CAS per component on these words, and so is
+ *   releasing.  A request that cannot be granted that way takes the one
+ *   mutex `lock` and goes to the core: first every component it names is
+ *   made SLOW (fetch_or, which also captures the holders of the moment and
+ *   hands them to the core: "import"), then the core grants it or parks it.
+ *   A component goes back to fast mode ("export": core holders -> word,
+ *   SLOW cleared) as soon as no waiting request names it.
+ *
+ * Invariants
+ *   - SLOW clear: the word counts every holder of c and the core counts
+ *     none.  SLOW set: the core counts every holder and the word is only
+ *     written under `lock` (fast CASes expect SLOW clear and so fail).
+ *   - A component named by any waiting request is SLOW (want[c] > 0), so a
+ *     fast acquire can never overtake a waiter: fairness is entirely the
+ *     core's (max_bypass, strict order, see sched_core.h).
+ *   - A releaser that saw SLOW re-reads the word under the lock: if the
+ *     component was exported meanwhile, it releases on the word instead.
+ *
+ * Why no grant is lost: every state change of a SLOW component happens
+ *   under `lock` through the core, which after each release or cancel
+ *   returns exactly the waiters that became grantable (sched_core.h: work
+ *   conservation).  Those are collected under the lock and dispatched after
+ *   it: a callback becomes a task, a blocked acquire_wait gets exactly one
+ *   wake (futex, or its worker's park token).  Nothing is broadcast.
+ *
+ * Grants live in a frame of the acquiring worker's arena (at most
+ * GRANT_INLINE_DEPS deps) or, otherwise, in malloc'd memory kept on a list
+ * so weft_destroy can report and free what callers never released.
+ * Requests from threads that are not workers hop to a worker first (the
+ * callback runs there anyway), so the common path never mallocs.
+ */
+#include "acquire.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "os.h"
+#include "rt.h"
+#include "sched_core.h"
+
+#define W_READERS 0xffffffffull
+#define W_WRITER (1ull << 32)
+#define W_SLOW (1ull << 33)
+
+#define GRANT_INLINE_DEPS 4
+#define NO_ARENA 0xffffu
+
+enum { G_CALLBACK, G_SPAWN, G_WAIT };
+
+struct wait_slot {
+	uint32_t word;              /* 0 waiting, 1 granted, 2 cancelled */
+	struct weft_worker *worker; /* parked in worker_help_until, or NULL */
+	struct weft_grant *grant;
+};
+
+struct weft_grant {
+	struct weft_rt *rt;
+	uint8_t n;
+	uint8_t kind;
+	uint16_t arena;             /* frame owner, or NO_ARENA (malloc) */
+	uint32_t reserved_;
+	union {
+		struct {
+			weft_acquire_fn cb;
+			void *ctx;
+		} cb;
+		struct {
+			void (*fn)(void *);
+			void *arg;
+		} task;
+		struct wait_slot *wait;
+	} u;
+	struct weft_dep deps[];
+};
+
+_Static_assert(sizeof(struct weft_grant) + GRANT_INLINE_DEPS * sizeof(struct weft_dep) <= sizeof(struct weft_task),
+	       "an inline grant fits in a frame");
+
+/* malloc'd grants carry list links in front, for weft_destroy. */
+struct grant_box {
+	struct grant_box *prev, *next;
+	struct weft_grant g;
+};
+
+struct comp_word {
+	uint64_t v;
+} WEFT_ALIGNED;
+
+struct weft_acquire {
+	unsigned ncomp;
+	struct comp_word *words;
+
+	pthread_mutex_t lock;       /* the core, want[], names, boxes, stats */
+	struct sched *core;
+	uint32_t *want;             /* waiting requests naming each component */
+	struct grant_box boxes;     /* list head of malloc'd grants */
+
+	/* Names: open addressing, power-of-two table, under `lock`. */
+	char **names;
+	uint32_t *name_ids;
+	unsigned name_cap, name_count;
+
+	/* Counted under `lock`. */
+	uint64_t waits, wakeups, spurious, cancelled;
+	/* Counted with relaxed RMWs: from threads that are not workers. */
+	uint64_t grants_fast_outside;
+};
+
+/* ---- grant memory ----------------------------------------------------------- */
+
+static struct weft_grant *grant_new(struct weft_rt *rt, unsigned n)
+{
+	struct weft_worker *w = weft_tls_worker;
+	struct weft_grant *g;
+	if (w && w->rt == rt && n <= GRANT_INLINE_DEPS) {
+		struct weft_task *t = arena_alloc(&w->arena);
+		if (!t)
+			return NULL;
+		g = (struct weft_grant *)t;
+		g->arena = (uint16_t)w->index;
+	} else {
+		struct grant_box *b = malloc(sizeof(*b) + n * sizeof(struct weft_dep));
+		if (!b)
+			return NULL;
+		struct weft_acquire *a = rt->acq;
+		pthread_mutex_lock(&a->lock);
+		b->next = a->boxes.next;
+		b->prev = &a->boxes;
+		b->next->prev = b;
+		a->boxes.next = b;
+		pthread_mutex_unlock(&a->lock);
+		g = &b->g;
+		g->arena = NO_ARENA;
+	}
+	g->rt = rt;
+	g->n = (uint8_t)n;
+	return g;
+}
+
+static void grant_free(struct weft_grant *g)
+{
+	struct weft_rt *rt = g->rt;
+	if (g->arena != NO_ARENA) {
+		struct weft_worker *self = weft_tls_worker;
+		struct weft_arena *owner = &rt->workers[g->arena]->arena;
+		struct weft_task *t = (struct weft_task *)g;
+		t->arena = g->arena;
+		if (self && self->rt == rt)
+			arena_free(&self->arena, owner, t);
+		else
+			arena_free(NULL, owner, t);
+		return;
+	}
+	struct grant_box *b = (struct grant_box *)((char *)g - offsetof(struct grant_box, g));
+	struct weft_acquire *a = rt->acq;
+	pthread_mutex_lock(&a->lock);
+	b->prev->next = b->next;
+	b->next->prev = b->prev;
+	pthread_mutex_unlock(&a->lock);
+	free(b);
+}
+
+/* ---- dispatch ----------------------------------------------------------------- */
+
+static void grant_task(void *p)
+{
+	struct weft_grant *g = p;
+	if (g->kind == G_CALLBACK) {
+		g->u.cb.cb(g, 0, g->u.cb.ctx);
+	} else {
+		g->u.task.fn(g->u.task.arg);
+		weft_release(g);
+	}
+}
+
+struct cancelled_cb {
+	weft_acquire_fn cb;
+	void *ctx;
+};
+
+static void cancelled_task(void *p)
+{
+	struct cancelled_cb c = *(struct cancelled_cb *)p;
+	free(p);
+	c.cb(NULL, -ECANCELED, c.ctx);
+}
+
+/* Run something on a worker, from any thread, also while draining. */
+static void spawn_internal(struct weft_rt *rt, void (*fn)(void *), void *arg)
+{
+	struct weft_worker *w = weft_tls_worker;
+	if (w && w->rt == rt && rt_push_local(w, fn, arg, NULL, 0) == 0)
+		return;
+	while (rt_push_outside(rt, -1, false, fn, arg, NULL, true) < 0)
+		sched_yield();
+}
+
+/* Wake exactly the one thread blocked in weft_acquire_wait. */
+static void wake_waiter(struct weft_acquire *a, struct wait_slot *s, uint32_t value)
+{
+	struct weft_worker *w = s->worker;
+	fetch_add_relaxed(&a->wakeups, 1);
+	/* release: the waiter's acquire load of the word sees the grant. */
+	store_release(&s->word, value);
+	/* The slot may be gone now; only the worker (long-lived) and the
+	 * futex address (never dereferenced by FUTEX_WAKE) are used. */
+	if (w)
+		park_notify(w);
+	else
+		os_futex_wake(&s->word, 1);
+}
+
+static void dispatch(struct weft_rt *rt, struct weft_grant *g)
+{
+	if (g->kind == G_WAIT)
+		wake_waiter(rt->acq, g->u.wait, 1);
+	else
+		spawn_internal(rt, grant_task, g);
+}
+
+static void dispatch_cancel(struct weft_rt *rt, struct weft_grant *g)
+{
+	if (g->kind == G_WAIT) {
+		wake_waiter(rt->acq, g->u.wait, 2);
+		grant_free(g);
+		return;
+	}
+	if (g->kind == G_CALLBACK) {
+		struct cancelled_cb *c = malloc(sizeof(*c));
+		if (c) {
+			c->cb = g->u.cb.cb;
+			c->ctx = g->u.cb.ctx;
+			spawn_internal(rt, cancelled_task, c);
+		} else {
+			g->u.cb.cb(NULL, -ECANCELED, g->u.cb.ctx);
+		}
+	}
+	/* A weft_spawn_with request that never got its components: its
+	 * function does not run. */
+	grant_free(g);
+}
+
+/* ---- the fast path -------------------------------------------------------------- */
+
+/* Release dep i on the word; false if the component is SLOW. */
+static bool word_release(struct weft_acquire *a, const struct weft_dep *d)
+{
+	uint64_t *word = &a->words[d->comp].v;
+	uint64_t v = load_relaxed(word);
+	for (;;) {
+		if (v & W_SLOW)
+			return false;
+		uint64_t nv = d->access == WEFT_WRITE ? v & ~W_WRITER : v - 1;
+		/* release: pairs with the next holder's acquire CAS. */
+		if (cas_release(word, &v, nv))
+			return true;
+	}
+}
+
+static bool word_acquire(struct weft_acquire *a, const struct weft_dep *d)
+{
+	uint64_t *word = &a->words[d->comp].v;
+	uint64_t v = load_relaxed(word);
+	for (;;) {
+		if (v & W_SLOW)
+			return false;
+		uint64_t nv;
+		if (d->access == WEFT_WRITE) {
+			if (v & (W_WRITER | W_READERS))
+				return false;
+			nv = v | W_WRITER;
+		} else {
+			if (v & W_WRITER)
+				return false;
+			nv = v + 1;
+		}
+		/* acquire: pairs with the previous holder's release. */
+		if (cas_acq_rel(word, &v, nv))
+			return true;
+	}
+}
+
+static void release_deps(struct weft_rt *rt, const struct weft_dep *deps, unsigned n);
+
+static bool try_fast(struct weft_rt *rt, const struct weft_dep *deps, unsigned n)
+{
+	struct weft_acquire *a = rt->acq;
+	for (unsigned i = 0; i < n; i++) {
+		if (!word_acquire(a, &deps[i])) {
+			release_deps(rt, deps, i);
+			return false;
+		}
+	}
+	return true;
+}
+
+/* ---- the slow path (under a->lock) ------------------------------------------------- */
+
+static void import(struct weft_acquire *a, uint32_t c)
+{
+	uint64_t *word = &a->words[c].v;
+	if (load_relaxed(word) & W_SLOW)
+		return;
+	/* acq_rel: capture the holders of this instant (acquire pairs with
+	 * their CASes); from now on fast CASes fail. */
+	uint64_t v = fetch_or_acq_rel(word, W_SLOW);
+	sched_comp_set_holders(a->core, c, (uint32_t)(v & W_READERS), (v & W_WRITER) != 0);
+}
+
+static void maybe_export(struct weft_acquire *a, uint32_t c)
+{
+	uint64_t *word = &a->words[c].v;
+	if (a->want[c] != 0 || !(load_relaxed(word) & W_SLOW))
+		return;
+	uint32_t readers;
+	bool writer;
+	sched_comp_holders(a->core, c, &readers, &writer);
+	sched_comp_set_holders(a->core, c, 0, false);
+	/* release: fast acquirers that see SLOW clear also see the holders
+	 * (and whatever the core's last holders published). */
+	store_release(word, (uint64_t)readers | (writer ? W_WRITER : 0));
+}
+
+struct granted {
+	struct weft_grant *g[64];
+	unsigned n;
+	struct granted *more; /* overflow, malloc'd */
+};
+
+static void collect(void *ctx, uint32_t id)
+{
+	struct granted *out = ctx;
+	while (out->n == 64) {
+		if (!out->more) {
+			out->more = calloc(1, sizeof(*out->more));
+			if (!out->more)
+				abort();
+		}
+		out = out->more;
+	}
+	out->g[out->n++] = (struct weft_grant *)(uintptr_t)id;
+}
+
+/* After the core granted the ids in `out` (stored as ids for now): free
+ * their core slots, drop their want counts, export what nobody waits for
+ * any more, and turn ids into grants. */
+static void settle(struct weft_acquire *a, struct granted *out)
+{
+	for (struct granted *p = out; p; p = p->more) {
+		for (unsigned i = 0; i < p->n; i++) {
+			uint32_t id = (uint32_t)(uintptr_t)p->g[i];
+			struct weft_grant *g = sched_req_user(a->core, id);
+			for (unsigned k = 0; k < g->n; k++)
+				a->want[g->deps[k].comp]--;
+			sched_req_free(a->core, id);
+			p->g[i] = g;
+		}
+	}
+	for (struct granted *p = out; p; p = p->more)
+		for (unsigned i = 0; i < p->n; i++)
+			for (unsigned k = 0; k < p->g[i]->n; k++)
+				maybe_export(a, p->g[i]->deps[k].comp);
+}
+
+static void dispatch_all(struct weft_rt *rt, struct granted *out)
+{
+	struct granted *p = out;
+	while (p) {
+		for (unsigned i = 0; i < p->n; i++)
+			dispatch(rt, p->g[i]);
+		struct granted *next = p->more;
+		if (p != out)
+			free(p);
+		p = next;
+	}
+}
+
+static void release_deps(struct weft_rt *rt, const struct weft_dep *deps, unsigned n)
+{
+	struct weft_acquire *a = rt->acq;
+	struct weft_dep slow[WEFT_MAX_DEPS];
+	unsigned nslow = 0;
+	for (unsigned i = 0; i < n; i++)
+		if (!word_release(a, &deps[i]))
+			slow[nslow++] = deps[i];
+	if (nslow == 0)
+		return;
+	struct granted out = { .n = 0 };
+	pthread_mutex_lock(&a->lock);
+	struct weft_dep core_deps[WEFT_MAX_DEPS];
+	unsigned ncore = 0;
+	for (unsigned i = 0; i < nslow; i++) {
+		/* Exported since we looked: the word counts us again. */
+		if (!(load_relaxed(&a->words[slow[i].comp].v) & W_SLOW))
+			word_release(a, &slow[i]);
+		else
+			core_deps[ncore++] = slow[i];
+	}
+	if (ncore) {
+		int r = sched_release(a->core, core_deps, ncore, collect, &out);
+		if (r < 0)
+			fprintf(stderr, "weft: internal error: release of components not held (%d)\n", r);
+		settle(a, &out);
+		for (unsigned i = 0; i < ncore; i++)
+			maybe_export(a, core_deps[i].comp);
+	}
+	pthread_mutex_unlock(&a->lock);
+	dispatch_all(rt, &out);
+}
+
+/* Grant g now if the core allows (reservations included), else, when
+ * `wait` is set, park it in the core.  Returns 1 granted, 0 waiting,
+ * -EBUSY (not granted, not waiting) or -errno. */
+static int acquire_slow(struct weft_rt *rt, struct weft_grant *g, bool wait)
+{
+	struct weft_acquire *a = rt->acq;
+	pthread_mutex_lock(&a->lock);
+	for (unsigned i = 0; i < g->n; i++)
+		import(a, g->deps[i].comp);
+	int id = sched_req_alloc(a->core, g->deps, g->n, g);
+	int r;
+	if (id < 0) {
+		r = id;
+	} else if (!wait) {
+		r = sched_try_grant(a->core, (uint32_t)id) == 0 ? 1 : -EBUSY;
+		sched_req_free(a->core, (uint32_t)id);
+	} else {
+		r = sched_enqueue(a->core, (uint32_t)id);
+		if (r == 0) {
+			sched_req_free(a->core, (uint32_t)id);
+			r = 1;
+		} else if (r == 1) {
+			for (unsigned i = 0; i < g->n; i++)
+				a->want[g->deps[i].comp]++;
+			a->waits++;
+			r = 0;
+		}
+	}
+	for (unsigned i = 0; i < g->n; i++)
+		maybe_export(a, g->deps[i].comp);
+	pthread_mutex_unlock(&a->lock);
+	return r;
+}
+
+static void count_fast_grant(struct weft_rt *rt)
+{
+	struct weft_worker *w = weft_tls_worker;
+	if (w && w->rt == rt)
+		count(&w->stats.grants_fast);
+	else
+		fetch_add_relaxed(&rt->acq->grants_fast_outside, 1);
+}
+
+/* Validate, merge, allocate. */
+static int grant_prepare(struct weft_rt *rt, const struct weft_dep *deps, size_t n, struct weft_grant **out)
+{
+	if (!rt || !rt->acq)
+		return -EINVAL;
+	struct weft_dep merged[WEFT_MAX_DEPS];
+	int m = sched_merge_deps(deps, n, rt->acq->ncomp, merged);
+	if (m < 0)
+		return m;
+	struct weft_grant *g = grant_new(rt, (unsigned)m);
+	if (!g)
+		return -ENOMEM;
+	memcpy(g->deps, merged, (size_t)m * sizeof(*merged));
+	*out = g;
+	return 0;
+}
+
+/* Acquire g for a callback or task: fast, or through the core. */
+static int submit(struct weft_rt *rt, struct weft_grant *g)
+{
+	if (try_fast(rt, g->deps, g->n)) {
+		count_fast_grant(rt);
+		dispatch(rt, g);
+		return 0;
+	}
+	int r = acquire_slow(rt, g, true);
+	if (r == 1)
+		dispatch(rt, g);
+	else if (r < 0)
+		grant_free(g);
+	return r < 0 ? r : 0;
+}
+
+/* ---- requests from threads that are not workers hop to a worker ----------------- */
+
+struct hop {
+	struct weft_rt *rt;
+	uint8_t kind;
+	uint8_t n;
+	void *p1, *p2;
+	struct weft_dep deps[];
+};
+
+static void hop_task(void *p)
+{
+	struct hop *h = p;
+	struct weft_grant *g;
+	int r = grant_prepare(h->rt, h->deps, h->n, &g);
+	if (r == 0) {
+		g->kind = h->kind;
+		if (h->kind == G_CALLBACK) {
+			g->u.cb.cb = (weft_acquire_fn)(uintptr_t)h->p1;
+			g->u.cb.ctx = h->p2;
+		} else {
+			g->u.task.fn = (void (*)(void *))(uintptr_t)h->p1;
+			g->u.task.arg = h->p2;
+		}
+		r = submit(h->rt, g);
+	}
+	if (r < 0 && h->kind == G_CALLBACK)
+		((weft_acquire_fn)(uintptr_t)h->p1)(NULL, r, h->p2);
+	free(h);
+}
+
+static int submit_any(struct weft_rt *rt, const struct weft_dep *deps, size_t n, uint8_t kind, void *p1, void *p2)
+{
+	struct weft_worker *w = weft_tls_worker;
+	if (w && w->rt == rt) {
+		struct weft_grant *g;
+		int r = grant_prepare(rt, deps, n, &g);
+		if (r < 0)
+			return r;
+		g->kind = kind;
+		g->u.cb.cb = NULL;
+		if (kind == G_CALLBACK) {
+			g->u.cb.cb = (weft_acquire_fn)(uintptr_t)p1;
+			g->u.cb.ctx = p2;
+		} else {
+			g->u.task.fn = (void (*)(void *))(uintptr_t)p1;
+			g->u.task.arg = p2;
+		}
+		return submit(rt, g);
+	}
+	/* Check everything here, so a failed call changes nothing. */
+	struct weft_dep merged[WEFT_MAX_DEPS];
+	int m = sched_merge_deps(deps, n, rt->acq->ncomp, merged);
+	if (m < 0)
+		return m;
+	struct hop *h = malloc(sizeof(*h) + (size_t)m * sizeof(*merged));
+	if (!h)
+		return -ENOMEM;
+	h->rt = rt;
+	h->kind = kind;
+	h->n = (uint8_t)m;
+	h->p1 = p1;
+	h->p2 = p2;
+	memcpy(h->deps, merged, (size_t)m * sizeof(*merged));
+	int r = rt_push_outside(rt, -1, false, hop_task, h, NULL, false);
+	if (r < 0)
+		free(h);
+	return r;
+}
+
+/* ---- public API ------------------------------------------------------------------ */
+
+int weft_acquire(weft_rt *rt, const struct weft_dep *deps, size_t n, weft_acquire_fn cb, void *ctx)
+{
+	if (!rt || !cb)
+		return -EINVAL;
+	return submit_any(rt, deps, n, G_CALLBACK, (void *)(uintptr_t)cb, ctx);
+}
+
+int weft_spawn_with(weft_rt *rt, const struct weft_dep *deps, size_t n, void (*fn)(void *arg), void *arg)
+{
+	if (!rt || !fn)
+		return -EINVAL;
+	return submit_any(rt, deps, n, G_SPAWN, (void *)(uintptr_t)fn, arg);
+}
+
+void weft_release(struct weft_grant *g)
+{
+	if (!g)
+		return;
+	release_deps(g->rt, g->deps, g->n);
+	grant_free(g);
+}
+
+int weft_try_acquire(weft_rt *rt, const struct weft_dep *deps, size_t n, struct weft_grant **out)
+{
+	if (!out)
+		return -EINVAL;
+	struct weft_grant *g;
+	int r = grant_prepare(rt, deps, n, &g);
+	if (r < 0)
+		return r;
+	g->kind = G_CALLBACK;
+	g->u.cb.cb = NULL;
+	if (try_fast(rt, g->deps, g->n)) {
+		count_fast_grant(rt);
+		*out = g;
+		return 0;
+	}
+	r = acquire_slow(rt, g, false);
+	if (r == 1) {
+		*out = g;
+		return 0;
+	}
+	grant_free(g);
+	return r;
+}
+
+static bool wait_done(void *p)
+{
+	struct wait_slot *s = p;
+	/* acquire: pairs with wake_waiter's store_release. */
+	return load_acquire(&s->word) != 0;
+}
+
+int weft_acquire_wait(weft_rt *rt, const struct weft_dep *deps, size_t n, struct weft_grant **out)
+{
+	if (!out)
+		return -EINVAL;
+	struct weft_grant *g;
+	int r = grant_prepare(rt, deps, n, &g);
+	if (r < 0)
+		return r;
+	struct weft_worker *w = weft_tls_worker;
+	struct wait_slot slot = { .word = 0, .worker = (w && w->rt == rt) ? w : NULL, .grant = g };
+	g->kind = G_WAIT;
+	g->u.wait = &slot;
+	if (try_fast(rt, g->deps, g->n)) {
+		count_fast_grant(rt);
+		*out = g;
+		return 0;
+	}
+	r = acquire_slow(rt, g, true);
+	if (r < 0) {
+		grant_free(g);
+		return r;
+	}
+	if (r == 0) {
+		if (slot.worker) {
+			worker_help_until(slot.worker, wait_done, &slot);
+		} else {
+			while (!wait_done(&slot)) {
+				os_futex_wait(&slot.word, 0, -1);
+				if (!wait_done(&slot))
+					fetch_add_relaxed(&rt->acq->spurious, 1);
+			}
+		}
+	}
+	if (load_acquire(&slot.word) == 2)
+		return -ECANCELED; /* the grant was freed by the canceller */
+	*out = g;
+	return 0;
+}
+
+const struct weft_dep *weft_grant_deps(const struct weft_grant *g, size_t *n)
+{
+	if (!g) {
+		if (n)
+			*n = 0;
+		return NULL;
+	}
+	if (n)
+		*n = g->n;
+	return g->deps;
+}
+
+/* ---- names -------------------------------------------------------------------------- */
+
+static uint64_t name_hash(const char *s)
+{
+	/* FNV-1a */
+	uint64_t h = 1469598103934665603ull;
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ull;
+	return h;
+}
+
+int weft_component(weft_rt *rt, const char *name)
+{
+	if (!rt || !rt->acq || !name)
+		return -EINVAL;
+	struct weft_acquire *a = rt->acq;
+	pthread_mutex_lock(&a->lock);
+	unsigned mask = a->name_cap - 1;
+	unsigned i = (unsigned)name_hash(name) & mask;
+	int r;
+	for (;;) {
+		if (!a->names[i]) {
+			if (a->name_count == a->ncomp) {
+				r = -ENOSPC;
+				break;
+			}
+			char *copy = strdup(name);
+			if (!copy) {
+				r = -ENOMEM;
+				break;
+			}
+			a->names[i] = copy;
+			/* Named ids are handed out from the top down, so they do
+			 * not collide with small dense ids a program uses. */
+			a->name_ids[i] = a->ncomp - 1 - a->name_count++;
+			r = (int)a->name_ids[i];
+			break;
+		}
+		if (strcmp(a->names[i], name) == 0) {
+			r = (int)a->name_ids[i];
+			break;
+		}
+		i = (i + 1) & mask;
+	}
+	pthread_mutex_unlock(&a->lock);
+	return r;
+}
+
+/* ---- runtime hooks ------------------------------------------------------------------ */
+
+int acquire_init(struct weft_rt *rt, const struct weft_config *cfg)
+{
+	struct weft_acquire *a = calloc(1, sizeof(*a));
+	if (!a)
+		return -ENOMEM;
+	rt->acq = a;
+	a->ncomp = cfg->components ? cfg->components : 4096;
+	if (a->ncomp > SCHED_MAX_REQS)
+		return -EINVAL;
+	unsigned bypass = cfg->max_bypass ? cfg->max_bypass : 16;
+	pthread_mutex_init(&a->lock, NULL);
+	a->boxes.next = a->boxes.prev = &a->boxes;
+	if (posix_memalign((void **)&a->words, WEFT_CACHELINE, a->ncomp * sizeof(*a->words)) != 0) {
+		a->words = NULL;
+		return -ENOMEM;
+	}
+	memset(a->words, 0, a->ncomp * sizeof(*a->words));
+	a->want = calloc(a->ncomp, sizeof(*a->want));
+	a->name_cap = 16;
+	while (a->name_cap < 2 * a->ncomp)
+		a->name_cap *= 2;
+	a->names = calloc(a->name_cap, sizeof(*a->names));
+	a->name_ids = calloc(a->name_cap, sizeof(*a->name_ids));
+	if (!a->want || !a->names || !a->name_ids)
+		return -ENOMEM;
+	return sched_create(&a->core, a->ncomp, bypass, cfg->strict_order);
+}
+
+bool acquire_cancel_stuck(struct weft_rt *rt)
+{
+	struct weft_acquire *a = rt->acq;
+	struct granted granted = { .n = 0 };
+	struct weft_grant *cancelled[64];
+	unsigned ncancelled = 0;
+	pthread_mutex_lock(&a->lock);
+	int id;
+	while (ncancelled < 64 && (id = sched_first_waiter(a->core)) >= 0) {
+		struct weft_grant *g = sched_req_user(a->core, (uint32_t)id);
+		sched_cancel(a->core, (uint32_t)id, collect, &granted);
+		for (unsigned k = 0; k < g->n; k++)
+			a->want[g->deps[k].comp]--;
+		sched_req_free(a->core, (uint32_t)id);
+		cancelled[ncancelled++] = g;
+		a->cancelled++;
+		settle(a, &granted);
+		for (unsigned k = 0; k < g->n; k++)
+			maybe_export(a, g->deps[k].comp);
+		if (granted.n)
+			break;
+	}
+	pthread_mutex_unlock(&a->lock);
+	for (unsigned i = 0; i < ncancelled; i++)
+		dispatch_cancel(rt, cancelled[i]);
+	dispatch_all(rt, &granted);
+	return ncancelled > 0 || granted.n > 0;
+}
+
+void acquire_stats(struct weft_rt *rt, struct weft_acquire_stats *out)
+{
+	struct weft_acquire *a = rt->acq;
+	struct sched_stats s;
+	uint64_t fast = load_relaxed(&a->grants_fast_outside);
+	for (unsigned i = 0; i < rt->nworkers; i++)
+		fast += load_relaxed(&rt->workers[i]->stats.grants_fast);
+	pthread_mutex_lock(&a->lock);
+	sched_get_stats(a->core, &s);
+	out->waits = a->waits;
+	out->cancelled = a->cancelled;
+	out->spurious_wakeups = load_relaxed(&a->spurious);
+	pthread_mutex_unlock(&a->lock);
+	out->wakeups = load_relaxed(&a->wakeups);
+	out->grants_fast = fast;
+	out->grants = fast + s.grants;
+	out->reservations = s.reservations;
+	out->max_bypassed = s.max_bypassed;
+}
+
+void acquire_fini(struct weft_rt *rt)
+{
+	struct weft_acquire *a = rt->acq;
+	if (!a)
+		return;
+	unsigned leaked = 0;
+	while (a->boxes.next && a->boxes.next != &a->boxes) {
+		struct grant_box *b = a->boxes.next;
+		a->boxes.next = b->next;
+		free(b);
+		leaked++;
+	}
+	if (a->words) {
+		for (unsigned c = 0; c < a->ncomp; c++) {
+			uint64_t v = a->words[c].v;
+			uint32_t r = 0;
+			bool wr = false;
+			if (v & W_SLOW && a->core)
+				sched_comp_holders(a->core, c, &r, &wr);
+			else {
+				r = (uint32_t)(v & W_READERS);
+				wr = (v & W_WRITER) != 0;
+			}
+			if (r || wr)
+				leaked++;
+		}
+	}
+	if (leaked)
+		fprintf(stderr, "weft: weft_destroy: %u grant(s) or held component(s) were never released; freed\n",
+			leaked);
+	if (a->core)
+		sched_destroy(a->core);
+	if (a->names)
+		for (unsigned i = 0; i < a->name_cap; i++)
+			free(a->names[i]);
+	free(a->names);
+	free(a->name_ids);
+	free(a->want);
+	free(a->words);
+	if (a->boxes.next)
+		pthread_mutex_destroy(&a->lock);
+	free(a);
+	rt->acq = NULL;
+}

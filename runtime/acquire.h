@@ -1,0 +1,26 @@
+/*
+ * acquire.h (internal): the component scheduler's hooks into the runtime.
+ * The public API is include/weft/acquire.h; the design is at the top of
+ * acquire.c.
+ */
+#ifndef WEFT_ACQUIRE_INTERNAL_H
+#define WEFT_ACQUIRE_INTERNAL_H
+
+#include <stdbool.h>
+
+#include <weft/acquire.h>
+#include <weft/runtime.h>
+#include <weft/stats.h>
+
+struct weft_rt;
+
+/* Part of weft_create; 0 or -errno (acquire_fini cleans up either way). */
+int acquire_init(struct weft_rt *rt, const struct weft_config *cfg);
+/* Part of freeing the runtime: reports and frees unreleased grants. */
+void acquire_fini(struct weft_rt *rt);
+/* Called once nothing else can run at shutdown: cancels waiting requests
+ * (their callbacks get -ECANCELED).  True if that made new work. */
+bool acquire_cancel_stuck(struct weft_rt *rt);
+void acquire_stats(struct weft_rt *rt, struct weft_acquire_stats *out);
+
+#endif

@@ -1,0 +1,426 @@
+/*
+ * test_acquire.c: the component scheduler through the public API: sharing
+ * and exclusion, the seed's scenario, exact wakeups, the bypass bound,
+ * bad input, cancellation at weft_destroy, names, and a multi-threaded
+ * stress test with shadow per-component state checked at every task start
+ * and end.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <weft.h>
+
+#include "testutil.h"
+
+static weft_rt *rt;
+
+static void create(unsigned workers, unsigned max_bypass)
+{
+	struct weft_config cfg = { .workers = workers, .components = 128, .max_bypass = max_bypass };
+	cr_assert_eq(weft_create(&rt, &cfg), 0);
+}
+
+static struct weft_dep R(uint32_t c)
+{
+	return (struct weft_dep){ c, WEFT_READ };
+}
+
+static struct weft_dep W(uint32_t c)
+{
+	return (struct weft_dep){ c, WEFT_WRITE };
+}
+
+Test(acquire, read_read_share_write_excludes)
+{
+	create(2, 0);
+	struct weft_grant *a, *b, *c;
+	struct weft_dep r0 = R(0), w0 = W(0);
+	cr_assert_eq(weft_try_acquire(rt, &r0, 1, &a), 0);
+	cr_assert_eq(weft_try_acquire(rt, &r0, 1, &b), 0, "two readers share");
+	cr_assert_eq(weft_try_acquire(rt, &w0, 1, &c), -EBUSY, "a writer waits for readers");
+	weft_release(a);
+	cr_assert_eq(weft_try_acquire(rt, &w0, 1, &c), -EBUSY);
+	weft_release(b);
+	cr_assert_eq(weft_try_acquire(rt, &w0, 1, &c), 0);
+	cr_assert_eq(weft_try_acquire(rt, &r0, 1, &a), -EBUSY, "a reader waits for the writer");
+	cr_assert_eq(weft_try_acquire(rt, &w0, 1, &a), -EBUSY, "writers exclude each other");
+	size_t n;
+	const struct weft_dep *d = weft_grant_deps(c, &n);
+	cr_assert_eq(n, 1);
+	cr_assert_eq(d[0].comp, 0);
+	cr_assert_eq(d[0].access, WEFT_WRITE);
+	weft_release(c);
+	weft_destroy(rt);
+}
+
+Test(acquire, duplicates_merge_write_wins)
+{
+	create(2, 0);
+	struct weft_dep deps[] = { R(3), W(1), W(3), R(1), R(2) };
+	struct weft_grant *g;
+	cr_assert_eq(weft_try_acquire(rt, deps, 5, &g), 0);
+	size_t n;
+	const struct weft_dep *d = weft_grant_deps(g, &n);
+	cr_assert_eq(n, 3);
+	cr_assert_eq(d[0].comp, 1);
+	cr_assert_eq(d[0].access, WEFT_WRITE);
+	cr_assert_eq(d[1].comp, 2);
+	cr_assert_eq(d[1].access, WEFT_READ);
+	cr_assert_eq(d[2].comp, 3);
+	cr_assert_eq(d[2].access, WEFT_WRITE);
+	weft_release(g);
+	weft_destroy(rt);
+}
+
+/* ---- the seed's scenario ---- */
+
+static uint64_t granted_at[2]; /* ns, 0 = not yet */
+static int granted_order;
+
+static void note_grant(struct weft_grant *g, int status, void *ctx)
+{
+	cr_assert_eq(status, 0);
+	int which = (int)(intptr_t)ctx;
+	__atomic_store_n(&granted_at[which], (uint64_t)(now_sec() * 1e9), __ATOMIC_RELEASE);
+	__atomic_fetch_add(&granted_order, 1, __ATOMIC_ACQ_REL);
+	weft_release(g);
+}
+
+Test(acquire, seed_scenario_no_lock_order_starvation, .timeout = 30)
+{
+	create(2, 0);
+	enum { A = 10, B = 11, C = 12 };
+	struct weft_grant *ha, *hb, *hc;
+	struct weft_dep a = W(A), b = W(B), c = W(C);
+	/* Threads 3, 4, 5 hold A, B, C. */
+	cr_assert_eq(weft_try_acquire(rt, &a, 1, &ha), 0);
+	cr_assert_eq(weft_try_acquire(rt, &b, 1, &hb), 0);
+	cr_assert_eq(weft_try_acquire(rt, &c, 1, &hc), 0);
+	granted_at[0] = granted_at[1] = 0;
+	granted_order = 0;
+	struct weft_dep ab[] = { W(A), W(B) }, ac[] = { W(A), W(C) };
+	cr_assert_eq(weft_acquire(rt, ab, 2, note_grant, (void *)0), 0);
+	cr_assert_eq(weft_acquire(rt, ac, 2, note_grant, (void *)1), 0);
+	usleep(20 * 1000);
+	cr_assert_eq(__atomic_load_n(&granted_order, __ATOMIC_ACQUIRE), 0);
+	weft_release(ha);
+	usleep(20 * 1000);
+	cr_assert_eq(__atomic_load_n(&granted_order, __ATOMIC_ACQUIRE), 0, "nothing is grantable while B and C are held");
+	double released = now_sec();
+	weft_release(hb);
+	while (__atomic_load_n(&granted_at[0], __ATOMIC_ACQUIRE) == 0)
+		;
+	double latency = (double)granted_at[0] * 1e-9 - released;
+	cr_log_info("{A,B} started %.1f us after B was released", latency * 1e6);
+	usleep(20 * 1000);
+	cr_assert_eq(__atomic_load_n(&granted_at[1], __ATOMIC_ACQUIRE), 0, "{A,C} must wait for C");
+	weft_release(hc);
+	while (__atomic_load_n(&granted_order, __ATOMIC_ACQUIRE) != 2)
+		usleep(100);
+	weft_destroy(rt);
+}
+
+/* ---- exact wakeups ---- */
+
+struct waiter {
+	uint32_t comp;
+	int got;
+};
+
+static void *blocking_waiter(void *p)
+{
+	struct waiter *w = p;
+	struct weft_dep d = W(w->comp);
+	struct weft_grant *g;
+	w->got = weft_acquire_wait(rt, &d, 1, &g);
+	if (w->got == 0)
+		weft_release(g);
+	return NULL;
+}
+
+Test(acquire, exact_wakeups_no_broadcast, .timeout = 30)
+{
+	create(2, 0);
+	enum { T = 6 };
+	struct weft_grant *held[T];
+	for (uint32_t c = 0; c < T; c++) {
+		struct weft_dep d = W(c);
+		cr_assert_eq(weft_try_acquire(rt, &d, 1, &held[c]), 0);
+	}
+	pthread_t th[T];
+	struct waiter ws[T];
+	for (int i = 0; i < T; i++) {
+		ws[i] = (struct waiter){ .comp = (uint32_t)i };
+		pthread_create(&th[i], NULL, blocking_waiter, &ws[i]);
+	}
+	usleep(50 * 1000);
+	for (int i = 0; i < T; i++) {
+		weft_release(held[i]);
+		pthread_join(th[i], NULL);
+		cr_assert_eq(ws[i].got, 0);
+	}
+	struct weft_stats st;
+	weft_stats(rt, &st);
+	cr_log_info("grants %llu waits %llu wakeups %llu spurious %llu", (unsigned long long)st.acquire.grants,
+		    (unsigned long long)st.acquire.waits, (unsigned long long)st.acquire.wakeups,
+		    (unsigned long long)st.acquire.spurious_wakeups);
+	cr_assert_eq(st.acquire.waits, T, "each blocked acquirer waited once");
+	cr_assert_eq(st.acquire.wakeups, T, "one wake per blocked acquirer, nothing broadcast");
+	cr_assert_eq(st.acquire.spurious_wakeups, 0);
+	cr_assert_leq(st.acquire.wakeups, st.acquire.grants);
+	weft_destroy(rt);
+}
+
+/* ---- the bypass bound ---- */
+
+static int writer_done;
+
+static void writer_cb(struct weft_grant *g, int status, void *ctx)
+{
+	(void)ctx;
+	cr_assert_eq(status, 0);
+	__atomic_store_n(&writer_done, 1, __ATOMIC_RELEASE);
+	weft_release(g);
+}
+
+Test(acquire, writer_behind_rereading_readers_is_bounded, .timeout = 30)
+{
+	const unsigned bypass = 4;
+	create(2, bypass);
+	struct weft_dep r = R(5), w = W(5);
+	struct weft_grant *reader;
+	cr_assert_eq(weft_try_acquire(rt, &r, 1, &reader), 0);
+	writer_done = 0;
+	cr_assert_eq(weft_acquire(rt, &w, 1, writer_cb, NULL), 0);
+	/* From this thread the request reaches the scheduler through a
+	 * worker: wait until it is queued. */
+	struct weft_stats st;
+	do {
+		usleep(100);
+		weft_stats(rt, &st);
+	} while (st.acquire.waits == 0);
+	/* Readers keep coming: each new one overlaps the previous one.  Once
+	 * the writer's budget is spent, new readers are refused. */
+	int accepted = 0;
+	for (int i = 0; i < 100; i++) {
+		struct weft_grant *next;
+		if (weft_try_acquire(rt, &r, 1, &next) != 0)
+			break;
+		accepted++;
+		weft_release(reader);
+		reader = next;
+	}
+	weft_release(reader);
+	while (!__atomic_load_n(&writer_done, __ATOMIC_ACQUIRE))
+		usleep(100);
+	weft_stats(rt, &st);
+	cr_log_info("readers that overtook the writer: %d, max bypassed %llu", accepted,
+		    (unsigned long long)st.acquire.max_bypassed);
+	cr_assert_leq(accepted, (int)bypass, "a writer is overtaken at most max_bypass times");
+	cr_assert_leq(st.acquire.max_bypassed, bypass);
+	weft_destroy(rt);
+}
+
+/* ---- bad input ---- */
+
+static void never(struct weft_grant *g, int status, void *ctx)
+{
+	(void)g;
+	(void)status;
+	(void)ctx;
+	cr_assert_fail("callback of a refused request ran");
+}
+
+static int zero_granted;
+
+static void zero_cb(struct weft_grant *g, int status, void *ctx)
+{
+	(void)ctx;
+	cr_assert_eq(status, 0);
+	__atomic_store_n(&zero_granted, 1, __ATOMIC_RELEASE);
+	weft_release(g);
+}
+
+Test(acquire, bad_input)
+{
+	create(2, 0);
+	struct weft_dep bad_comp = { 128, WEFT_READ }, bad_access = { 1, 3 }, ok = R(1);
+	struct weft_grant *g = NULL;
+	cr_assert_eq(weft_acquire(rt, &bad_comp, 1, never, NULL), -EINVAL);
+	cr_assert_eq(weft_acquire(rt, &bad_access, 1, never, NULL), -EINVAL);
+	cr_assert_eq(weft_acquire(rt, NULL, 1, never, NULL), -EINVAL);
+	cr_assert_eq(weft_acquire(rt, &ok, 1, NULL, NULL), -EINVAL);
+	cr_assert_eq(weft_acquire(NULL, &ok, 1, never, NULL), -EINVAL);
+	cr_assert_eq(weft_try_acquire(rt, &bad_comp, 1, &g), -EINVAL);
+	cr_assert_eq(weft_try_acquire(rt, &ok, 1, NULL), -EINVAL);
+	cr_assert_eq(weft_spawn_with(rt, &ok, 1, NULL, NULL), -EINVAL);
+	struct weft_dep many[WEFT_MAX_DEPS + 1];
+	for (int i = 0; i <= WEFT_MAX_DEPS; i++)
+		many[i] = R((uint32_t)i);
+	cr_assert_eq(weft_acquire(rt, many, WEFT_MAX_DEPS + 1, never, NULL), -E2BIG);
+	/* Nothing was taken by the failed calls. */
+	struct weft_dep w1 = W(1);
+	cr_assert_eq(weft_try_acquire(rt, &w1, 1, &g), 0);
+	weft_release(g);
+	/* n == 0 is granted at once. */
+	zero_granted = 0;
+	cr_assert_eq(weft_acquire(rt, NULL, 0, zero_cb, NULL), 0);
+	while (!__atomic_load_n(&zero_granted, __ATOMIC_ACQUIRE))
+		usleep(100);
+	cr_assert_eq(weft_component(rt, NULL), -EINVAL);
+	weft_destroy(rt);
+}
+
+Test(acquire, names)
+{
+	create(1, 0);
+	int a = weft_component(rt, "transform");
+	int b = weft_component(rt, "velocity");
+	cr_assert_geq(a, 0);
+	cr_assert_geq(b, 0);
+	cr_assert_neq(a, b);
+	cr_assert_eq(weft_component(rt, "transform"), a, "the same name gives the same id");
+	cr_assert_lt(a, 128);
+	weft_destroy(rt);
+}
+
+/* ---- cancellation at weft_destroy ---- */
+
+static int cancelled_calls, granted_calls;
+
+static void count_status(struct weft_grant *g, int status, void *ctx)
+{
+	(void)ctx;
+	if (status == -ECANCELED) {
+		cr_assert_null(g);
+		__atomic_fetch_add(&cancelled_calls, 1, __ATOMIC_RELAXED);
+	} else {
+		__atomic_fetch_add(&granted_calls, 1, __ATOMIC_RELAXED);
+		weft_release(g);
+	}
+}
+
+Test(acquire, destroy_cancels_stuck_waiters_once, .timeout = 30)
+{
+	create(2, 0);
+	cancelled_calls = granted_calls = 0;
+	struct weft_dep w = W(7);
+	struct weft_grant *held;
+	cr_assert_eq(weft_try_acquire(rt, &w, 1, &held), 0);
+	for (int i = 0; i < 10; i++)
+		cr_assert_eq(weft_acquire(rt, &w, 1, count_status, NULL), 0);
+	usleep(10 * 1000);
+	/* The caller never releases `held`: the waiters can never run. */
+	weft_destroy(rt);
+	cr_assert_eq(cancelled_calls, 10, "every waiter is told once");
+	cr_assert_eq(granted_calls, 0);
+}
+
+/* ---- stress with shadow state ---- */
+
+enum { NCOMP = 16 };
+static int shadow_readers[NCOMP];
+static int shadow_writer[NCOMP];
+static uint64_t stress_done;
+
+struct job {
+	struct weft_dep deps[4];
+	unsigned n;
+};
+
+static void check_enter(const struct job *j)
+{
+	for (unsigned i = 0; i < j->n; i++) {
+		uint32_t c = j->deps[i].comp;
+		if (j->deps[i].access == WEFT_WRITE) {
+			cr_assert_eq(__atomic_fetch_add(&shadow_writer[c], 1, __ATOMIC_ACQ_REL), 0, "two writers");
+			cr_assert_eq(__atomic_load_n(&shadow_readers[c], __ATOMIC_ACQUIRE), 0, "writer with readers");
+		} else {
+			__atomic_fetch_add(&shadow_readers[c], 1, __ATOMIC_ACQ_REL);
+			cr_assert_eq(__atomic_load_n(&shadow_writer[c], __ATOMIC_ACQUIRE), 0, "reader with a writer");
+		}
+	}
+}
+
+static void check_leave(const struct job *j)
+{
+	for (unsigned i = 0; i < j->n; i++) {
+		uint32_t c = j->deps[i].comp;
+		if (j->deps[i].access == WEFT_WRITE) {
+			cr_assert_eq(__atomic_load_n(&shadow_readers[c], __ATOMIC_ACQUIRE), 0);
+			__atomic_fetch_sub(&shadow_writer[c], 1, __ATOMIC_ACQ_REL);
+		} else {
+			cr_assert_eq(__atomic_load_n(&shadow_writer[c], __ATOMIC_ACQUIRE), 0);
+			__atomic_fetch_sub(&shadow_readers[c], 1, __ATOMIC_ACQ_REL);
+		}
+	}
+}
+
+static void job_run(void *p)
+{
+	struct job *j = p;
+	check_enter(j);
+	for (volatile int spin = 0; spin < 50; spin++)
+		;
+	check_leave(j);
+	__atomic_fetch_add(&stress_done, 1, __ATOMIC_RELEASE);
+}
+
+static void job_with_grant(struct weft_grant *g, int status, void *ctx)
+{
+	cr_assert_eq(status, 0);
+	job_run(ctx);
+	weft_release(g);
+}
+
+Test(acquire, stress_shadow_state, .timeout = 120)
+{
+	create(0, 0);
+	long n = scaled(200000);
+	struct job *jobs = calloc((size_t)n, sizeof(*jobs));
+	uint64_t seed = 42;
+	for (long i = 0; i < n; i++) {
+		jobs[i].n = 1 + (unsigned)(seed % 4);
+		for (unsigned k = 0; k < jobs[i].n; k++) {
+			/* Distinct components, so the shadow check counts each once. */
+			uint32_t c;
+			bool dup;
+			do {
+				seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+				c = (uint32_t)((seed >> 33) % NCOMP);
+				dup = false;
+				for (unsigned m = 0; m < k; m++)
+					dup |= jobs[i].deps[m].comp == c;
+			} while (dup);
+			jobs[i].deps[k].comp = c;
+			jobs[i].deps[k].access = ((seed >> 20) % 10) < 7 ? WEFT_READ : WEFT_WRITE;
+		}
+		seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+	}
+	stress_done = 0;
+	struct watchdog wd;
+	watchdog_start(&wd, &stress_done, 20, "acquire stress");
+	for (long i = 0; i < n; i++) {
+		int r = (i % 3 == 0) ? weft_acquire(rt, jobs[i].deps, jobs[i].n, job_with_grant, &jobs[i])
+				     : weft_spawn_with(rt, jobs[i].deps, jobs[i].n, job_run, &jobs[i]);
+		cr_assert_eq(r, 0);
+		/* Keep at most ~1024 in flight. */
+		while ((long)__atomic_load_n(&stress_done, __ATOMIC_ACQUIRE) < i - 1024)
+			sched_yield();
+	}
+	while (__atomic_load_n(&stress_done, __ATOMIC_ACQUIRE) != (uint64_t)n)
+		usleep(1000);
+	watchdog_stop(&wd);
+	struct weft_stats st;
+	weft_stats(rt, &st);
+	cr_log_info("grants %llu (fast %llu) waits %llu wakeups %llu spurious %llu max bypassed %llu",
+		    (unsigned long long)st.acquire.grants, (unsigned long long)st.acquire.grants_fast,
+		    (unsigned long long)st.acquire.waits, (unsigned long long)st.acquire.wakeups,
+		    (unsigned long long)st.acquire.spurious_wakeups, (unsigned long long)st.acquire.max_bypassed);
+	cr_assert_eq(st.acquire.grants, (uint64_t)n, "one grant per request");
+	cr_assert_eq(st.acquire.spurious_wakeups, 0);
+	cr_assert_leq(st.acquire.max_bypassed, 16);
+	weft_destroy(rt);
+	free(jobs);
+}
