@@ -36,8 +36,9 @@
  * Grants live in a frame of the acquiring worker's arena (at most
  * GRANT_INLINE_DEPS deps) or, otherwise, in malloc'd memory kept on a list
  * so weft_destroy can report and free what callers never released.
- * Requests from threads that are not workers hop to a worker first (the
- * callback runs there anyway), so the common path never mallocs.
+ * weft_acquire / weft_spawn_with from a thread that is not a worker hop to
+ * a worker first (the callback runs there anyway) in a small malloc'd
+ * message, so the grant itself comes from that worker's arena.
  */
 #include "acquire.h"
 
@@ -89,8 +90,12 @@ _Static_assert(sizeof(struct weft_grant) + GRANT_INLINE_DEPS * sizeof(struct wef
 	       "an inline grant fits in a frame");
 
 /* malloc'd grants carry list links in front, for weft_destroy. */
+struct grant_link {
+	struct grant_link *prev, *next;
+};
+
 struct grant_box {
-	struct grant_box *prev, *next;
+	struct grant_link link;
 	struct weft_grant g;
 };
 
@@ -105,7 +110,7 @@ struct weft_acquire {
 	pthread_mutex_t lock;       /* the core, want[], names, boxes, stats */
 	struct sched *core;
 	uint32_t *want;             /* waiting requests naming each component */
-	struct grant_box boxes;     /* list head of malloc'd grants */
+	struct grant_link boxes;    /* list of malloc'd grants */
 
 	/* Names: open addressing, power-of-two table, under `lock`. */
 	char **names;
@@ -136,10 +141,10 @@ static struct weft_grant *grant_new(struct weft_rt *rt, unsigned n)
 			return NULL;
 		struct weft_acquire *a = rt->acq;
 		pthread_mutex_lock(&a->lock);
-		b->next = a->boxes.next;
-		b->prev = &a->boxes;
-		b->next->prev = b;
-		a->boxes.next = b;
+		b->link.next = a->boxes.next;
+		b->link.prev = &a->boxes;
+		b->link.next->prev = &b->link;
+		a->boxes.next = &b->link;
 		pthread_mutex_unlock(&a->lock);
 		g = &b->g;
 		g->arena = NO_ARENA;
@@ -166,8 +171,8 @@ static void grant_free(struct weft_grant *g)
 	struct grant_box *b = (struct grant_box *)((char *)g - offsetof(struct grant_box, g));
 	struct weft_acquire *a = rt->acq;
 	pthread_mutex_lock(&a->lock);
-	b->prev->next = b->next;
-	b->next->prev = b->prev;
+	b->link.prev->next = b->link.next;
+	b->link.next->prev = b->link.prev;
 	pthread_mutex_unlock(&a->lock);
 	free(b);
 }
@@ -806,9 +811,9 @@ void acquire_fini(struct weft_rt *rt)
 		return;
 	unsigned leaked = 0;
 	while (a->boxes.next && a->boxes.next != &a->boxes) {
-		struct grant_box *b = a->boxes.next;
-		a->boxes.next = b->next;
-		free(b);
+		struct grant_link *l = a->boxes.next;
+		a->boxes.next = l->next;
+		free(l); /* the link is the start of its grant_box */
 		leaked++;
 	}
 	if (a->words) {

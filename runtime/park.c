@@ -18,7 +18,7 @@
  *   that finds work and was the last spinner wakes the next one.  The
  *   waker looks at the nodes nearest first and stops at the first node
  *   that has a spinner (it will find the work) or a parked worker (wake
- *   it).  At most half the busy workers (at least one) spin at a time.
+ *   it).  At most half the busy workers (at least two) spin at a time.
  *
  * Invariants
  *   - A worker's idle bit is set only by itself and cleared by exactly one
@@ -28,7 +28,7 @@
  *     from the claim on (the claimer added it to IDLE_SPINNING).
  *   - No lost wakeup: a parker's announcement (seq_cst RMWs) precedes its
  *     last look at the queues; a submitter's push precedes its seq_cst load
- *     of idle_state (after a seq_cst fence).  In the total order of seq_cst
+ *     of idle_state (the push is itself published by a seq_cst RMW).  In the total order of seq_cst
  *     operations one of them comes first, so either the parker sees the
  *     task or the submitter sees the parker.  A submitter that skips the
  *     wake because someone spins relies on that spinner; the spinner stops

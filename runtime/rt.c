@@ -315,6 +315,16 @@ bool rt_try_exit(struct weft_rt *rt)
 	return true;
 }
 
+static void wait_submitters(struct weft_rt *rt)
+{
+	pthread_mutex_lock(&rt->submitters_lock);
+	for (struct submitter *s = rt->submitters; s; s = s->next)
+		/* seq_cst: see weft_destroy. */
+		while (load_seq_cst(&s->active) != 0)
+			sched_yield();
+	pthread_mutex_unlock(&rt->submitters_lock);
+}
+
 void weft_destroy(weft_rt *rt)
 {
 	if (!rt)
@@ -328,11 +338,7 @@ void weft_destroy(weft_rt *rt)
 	 * and load of the state: from here on, a spawn from another thread
 	 * either sees DRAINING or is waited for below. */
 	store_seq_cst(&rt->state, RT_DRAINING);
-	pthread_mutex_lock(&rt->submitters_lock);
-	for (struct submitter *s = rt->submitters; s; s = s->next)
-		while (load_seq_cst(&s->active) != 0)
-			sched_yield();
-	pthread_mutex_unlock(&rt->submitters_lock);
+	wait_submitters(rt);
 	store_seq_cst(&rt->state, RT_QUIESCED);
 	/* seq_cst: if the last worker parked before QUIESCED was visible, we
 	 * see its count here and finish the job ourselves. */
@@ -343,6 +349,9 @@ void weft_destroy(weft_rt *rt)
 		os_futex_wait(&rt->exit_word, 0, -1);
 	for (unsigned i = 0; i < rt->nworkers; i++)
 		rt->threads->join(rt->threads->ctx, rt->workers[i]->thread);
+	/* A spawn that started while we drained may still be on its way out
+	 * with -ESHUTDOWN: let it leave before the memory goes. */
+	wait_submitters(rt);
 	free_rt(rt);
 }
 

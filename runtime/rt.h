@@ -8,7 +8,8 @@
  *   worker->park_word              the worker (SLEEPING / 0) and wakers (TOKEN)
  *   node->idle[]                   parkers set their bit, wakers clear it
  *   node->idle_state               parkers, wakers, spinners (RMW only)
- *   rt->state                      weft_destroy
+ *   rt->state                      weft_destroy; the worker that sees the
+ *                                  end moves it to EXIT (CAS, rt_try_exit)
  *   submitter->active              its own thread (weft_destroy reads it)
  * Everything else is written once in weft_create, before any worker starts.
  */

@@ -17,7 +17,7 @@
  *                       |<---cancel-----+
  *   sched_req_free (IDLE or GRANTED)
  *
- * Fairness (see sched.c for why it is deadlock-free and bounded):
+ * Fairness (see sched_core.c for why it is deadlock-free and bounded):
  *   - Each request gets an arrival number when it calls try_grant or
  *     enqueue.  A grant of X "overtakes" every waiting request that arrived
  *     before X and conflicts with X (a common component, one side WRITE);

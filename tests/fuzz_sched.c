@@ -5,7 +5,7 @@
  * sched_model.h after every operation.
  *
  * Build: clang -fsanitize=fuzzer,address,undefined -Iruntime -Iinclude
- *        tests/fuzz_sched.c runtime/sched.c runtime/bitset.c
+ *        tests/fuzz_sched.c runtime/sched_core.c runtime/bitset.c
  *
  * Input: byte 0 picks the component count (1-8, or 64), byte 1 the budget
  * (0-7) and strict order (bit 7); then one byte per operation, followed by

@@ -1,5 +1,5 @@
 /*
- * test_sched_model.c: the scheduler core (runtime/sched.c), single-threaded.
+ * test_sched_model.c: the scheduler core (runtime/sched_core.c), single-threaded.
  *
  * Directed tests for the semantics (R/R share, R/W and W/W exclude, merge,
  * bad inputs), the seed's scenario, the starvation cases the issue names

@@ -61,7 +61,10 @@ WEFT_API int weft_create(weft_rt **rt, const struct weft_config *cfg);
 
 /* Run everything submitted so far to completion (tasks may keep spawning
  * while it runs), then join the workers and free the runtime.  Spawns from
- * threads that are not workers fail with -ESHUTDOWN once it has begun. */
+ * threads that are not workers fail with -ESHUTDOWN once it has begun; the
+ * runtime must not be used at all once it has returned.  Called from one of
+ * the runtime's own workers it cannot join itself: it prints a message and
+ * does nothing. */
 WEFT_API void weft_destroy(weft_rt *rt);
 
 /* Run fn(arg) on some worker.  From a worker the task goes to that worker's
@@ -70,10 +73,10 @@ WEFT_API void weft_destroy(weft_rt *rt);
  * (-EINVAL for NULL rt or fn, -ESHUTDOWN once weft_destroy has begun). */
 WEFT_API int weft_spawn(weft_rt *rt, void (*fn)(void *arg), void *arg);
 
-/* Like weft_spawn, but the task starts on a worker of the given node (while
- * that node has workers; a thief of another node may still take it if the
- * node's workers are all busy and it has waited).  -EINVAL for an unknown
- * node. */
+/* Like weft_spawn, but the task runs on a worker of the given node: it
+ * goes to that node's affine queue, which only that node's workers read.
+ * A node that has no workers (fewer workers than nodes) falls back to
+ * weft_spawn.  -EINVAL for an unknown node. */
 WEFT_API int weft_spawn_on_node(weft_rt *rt, unsigned node, void (*fn)(void *arg), void *arg);
 
 WEFT_API unsigned weft_worker_count(const weft_rt *rt);
