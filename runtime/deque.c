@@ -39,22 +39,27 @@
 #include <errno.h>
 #include <stdlib.h>
 
+#include "arena.h"
 #include "deque.h"
 
-/* The only allocation site, so it can later move to node-local memory. */
-static struct deque_array *array_alloc(unsigned log2)
+static size_t array_bytes(size_t n)
+{
+	return sizeof(struct deque_array) + n * sizeof(struct weft_task *);
+}
+
+/* The only allocation site: node-local pages (arena.c's node_alloc), so
+ * the slots a worker touches on every spawn live on its node. */
+static struct deque_array *array_alloc(unsigned log2, int os_node)
 {
 	struct deque_array *a;
 	size_t n;
-	void *p;
 
 	if (log2 > DEQUE_MAX_LOG2)
 		return NULL;
 	n = (size_t)1 << log2;
-	if (posix_memalign(&p, WEFT_CACHELINE,
-			   sizeof(struct deque_array) + n * sizeof(struct weft_task *)))
+	a = node_alloc(array_bytes(n), os_node);
+	if (!a)
 		return NULL;
-	a = p;
 	a->retired_next = NULL;
 	a->mask = n - 1;
 	return a;
@@ -62,15 +67,21 @@ static struct deque_array *array_alloc(unsigned log2)
 
 static void array_free(struct deque_array *a)
 {
-	free(a);
+	node_free(a, array_bytes((size_t)a->mask + 1));
 }
 
 int deque_init(struct weft_deque *d, unsigned log2_capacity)
 {
-	struct deque_array *a = array_alloc(log2_capacity);
+	return deque_init_on(d, log2_capacity, -1);
+}
+
+int deque_init_on(struct weft_deque *d, unsigned log2_capacity, int os_node)
+{
+	struct deque_array *a = array_alloc(log2_capacity, os_node);
 
 	if (!a)
 		return -ENOMEM;
+	d->os_node = os_node;
 	d->top = 0;
 	d->split = 0;
 	d->array = a;
@@ -115,7 +126,7 @@ int deque_grow(struct weft_deque *d)
 		return 0;
 	while (((uint64_t)1 << log2) <= d->mask)
 		log2++;
-	a = array_alloc(log2 + 1);
+	a = array_alloc(log2 + 1, d->os_node);
 	if (!a)
 		return -ENOMEM;
 	/* Only the owner writes slots, so relaxed loads see its latest values.

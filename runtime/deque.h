@@ -80,6 +80,7 @@ struct weft_deque {
 	struct weft_task **slots;        /* current array's slots */
 	uint64_t mask;                   /* current array's mask */
 	struct deque_array *retired;     /* older arrays, freed in fini */
+	int os_node;                     /* where arrays are allocated */
 	bool o_published;                /* set by deque_publish; the worker
 					  * clears it and considers a wakeup */
 };
@@ -88,6 +89,8 @@ enum { DEQUE_EMPTY = 0, DEQUE_ABORT = 1 };
 
 /* 0, or -ENOMEM (also for log2_capacity > DEQUE_MAX_LOG2). */
 int deque_init(struct weft_deque *d, unsigned log2_capacity);
+/* The same, with the arrays on a NUMA node (-1: anywhere). */
+int deque_init_on(struct weft_deque *d, unsigned log2_capacity, int os_node);
 /* Frees the arrays, not the tasks; no thief may still be in deque_steal. */
 void deque_fini(struct weft_deque *d);
 /* Any thread.  The oldest public task, or NULL with *why = DEQUE_EMPTY (the

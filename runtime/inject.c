@@ -54,6 +54,7 @@
  * are taken first; once head reaches that stamp, the overflow items stamped
  * at or below head are older than every ring item left and are taken next.
  */
+#include "arena.h"
 #include "inject.h"
 
 #include <errno.h>
@@ -78,6 +79,11 @@ struct inject_chunk {
 
 int inject_init(struct weft_inject *q, unsigned log2_cells)
 {
+	return inject_init_on(q, log2_cells, -1);
+}
+
+int inject_init_on(struct weft_inject *q, unsigned log2_cells, int os_node)
+{
 	if (log2_cells < 1 || log2_cells > 28)
 		return -EINVAL;
 	memset(q, 0, sizeof(*q));
@@ -85,15 +91,17 @@ int inject_init(struct weft_inject *q, unsigned log2_cells)
 	size_t bytes = cap * sizeof(struct inject_cell);
 	/* aligned_alloc wants a multiple of the alignment (tiny rings). */
 	bytes = (bytes + WEFT_CACHELINE - 1) & ~(size_t)(WEFT_CACHELINE - 1);
-	q->cells = aligned_alloc(WEFT_CACHELINE, bytes);
+	/* Node-local pages: the node's workers are the consumers. */
+	q->cells = node_alloc(bytes, os_node);
 	if (!q->cells)
 		return -ENOMEM;
+	q->cells_bytes = bytes;
 	for (size_t i = 0; i < cap; i++)
 		q->cells[i].seq = i;
 	q->mask = cap - 1;
 	int r = pthread_mutex_init(&q->ov_lock, NULL);
 	if (r) {
-		free(q->cells);
+		node_free(q->cells, q->cells_bytes);
 		q->cells = NULL;
 		return -r;
 	}
@@ -112,7 +120,8 @@ void inject_fini(struct weft_inject *q)
 		}
 	}
 	pthread_mutex_destroy(&q->ov_lock);
-	free(q->cells);
+	if (q->cells)
+		node_free(q->cells, q->cells_bytes);
 	memset(q, 0, sizeof(*q));
 }
 

@@ -49,6 +49,7 @@ struct weft_inject {
 	/* Read-mostly: written by inject_init only. */
 	struct inject_cell *cells;
 	uint64_t mask;
+	size_t cells_bytes;
 
 	/* Producers' line: the next position to claim for a push. */
 	uint64_t tail WEFT_ALIGNED;
@@ -70,6 +71,8 @@ struct weft_inject {
 
 /* log2_cells in 1..28.  0, -EINVAL or -ENOMEM. */
 int inject_init(struct weft_inject *q, unsigned log2_cells);
+/* The same, with the ring on a NUMA node (-1: anywhere). */
+int inject_init_on(struct weft_inject *q, unsigned log2_cells, int os_node);
 /* Frees everything; items still queued are dropped (the caller drained). */
 void inject_fini(struct weft_inject *q);
 

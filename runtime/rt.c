@@ -206,7 +206,8 @@ static int build(struct weft_rt *rt, const struct weft_config *cfg)
 		if (!node)
 			return -ENOMEM;
 		rt->nodes[n] = node;
-		if (inject_init(&node->shared, 14) < 0 || inject_init(&node->affine, 10) < 0)
+		int os_node = t->node[n].os_node;
+		if (inject_init_on(&node->shared, 14, os_node) < 0 || inject_init_on(&node->affine, 10, os_node) < 0)
 			return -ENOMEM;
 	}
 	/* Workers are numbered node by node. */
@@ -228,7 +229,7 @@ static int build(struct weft_rt *rt, const struct weft_config *cfg)
 			w->rng = 0x9E3779B97F4A7C15ULL * (idx + 1);
 			w->multi_node = t->nnodes > 1;
 			w->node_idle = &rt->nodes[n]->idle_state;
-			if (deque_init(&w->deque, 8) < 0)
+			if (deque_init_on(&w->deque, 8, t->node[n].os_node) < 0)
 				return -ENOMEM;
 			if (arena_init(&w->arena, (uint16_t)idx, t->node[n].os_node) < 0)
 				return -ENOMEM;
