@@ -300,8 +300,13 @@ static bool main_recheck(void *p)
 	uint32_t st = load_seq_cst(&rt->state);
 	if (st == RT_EXIT)
 		return true;
-	if (st == RT_QUIESCED && load_seq_cst(&rt->nparked_main) == rt->nworkers)
-		return rt_try_exit(rt);
+	if (st == RT_QUIESCED && load_seq_cst(&rt->nparked_main) == rt->nworkers) {
+		if (rt_try_exit(rt))
+			return true;
+		/* Not the end after all: cancelling stuck requests may just
+		 * have queued their callbacks, possibly on our own deque. */
+		return worker_work_visible(w);
+	}
 	return false;
 }
 

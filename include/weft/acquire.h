@@ -56,7 +56,8 @@ WEFT_API int weft_try_acquire(weft_rt *rt, const struct weft_dep *deps, size_t n
  * other thread sleeps on a futex. */
 WEFT_API int weft_acquire_wait(weft_rt *rt, const struct weft_dep *deps, size_t n, struct weft_grant **out);
 
-/* Acquire deps, run fn(arg) on a worker, release. */
+/* Acquire deps, run fn(arg) on a worker, release.  A request still waiting
+ * when weft_destroy finds nothing else can run is dropped: fn never runs. */
 WEFT_API int weft_spawn_with(weft_rt *rt, const struct weft_dep *deps, size_t n, void (*fn)(void *arg), void *arg);
 
 /* The merged, sorted deps a grant holds. */
