@@ -15,6 +15,7 @@
 
 #include "baselines.h"
 #include "bench_util.h"
+#include "ecs.h"
 
 #include <errno.h>
 #include <math.h>
@@ -866,12 +867,134 @@ static void group_memory(void)
 	bench_print_row(row);
 }
 
+/* ---- component scheduler (issue 3) ------------------------------------------ */
+
+static void ecs_metrics(struct bench_row *row, const char *who, const struct ecs_result *r)
+{
+	char key[32];
+	snprintf(key, sizeof key, "%s_ns_per_task", who);
+	bench_metric(row, key, r->ran ? r->ns_per_task : NAN);
+	snprintf(key, sizeof key, "%s_wait_p99_us", who);
+	bench_metric(row, key, r->ran ? r->wait_p99_us : NAN);
+}
+
+static void ecs_config(bool zipf, double work_us)
+{
+	struct ecs_params p = {
+		.tasks = M.fib_n >= 35 ? 200000 : 50000,
+		.components = 64,
+		.work_us = work_us,
+		.zipf = zipf,
+		.inflight = 1024,
+		.workers = 2,
+		.seed = 0x5eed,
+	};
+	struct ecs_result weft, rw, cv, omp, serial;
+	ecs_run_serial(&p, &serial);
+	ecs_run_weft(&p, &weft);
+	ecs_run_rwlock(&p, &rw);
+	ecs_run_condvar(&p, &cv);
+	ecs_run_omp(&p, &omp);
+	if (!weft.ran)
+		errors++;
+
+	/* The best baseline of the same run (serial is the bound, not a
+	 * scheduler). */
+	const struct ecs_result *best = NULL;
+	const char *best_name = "-";
+	const struct ecs_result *cand[] = { &rw, &cv, &omp };
+	const char *names[] = { "rwlock", "condvar", "OpenMP" };
+	for (int i = 0; i < 3; i++)
+		if (cand[i]->ran && (!best || cand[i]->ns_per_task < best->ns_per_task)) {
+			best = cand[i];
+			best_name = names[i];
+		}
+
+	const char *dist = zipf ? "zipf" : "uniform";
+	struct bench_row *row = bench_row_new("ecs", "ecs W=%gus %s, %uk tasks", work_us, dist, p.tasks / 1000);
+	if (weft.ran)
+		bench_weft(row, "%.0f ns/task, p99 %.0f us", weft.ns_per_task, weft.wait_p99_us);
+	else
+		bench_weft(row, "ERROR: %s", weft.why);
+	bench_base(row, "serial %.0f, rwlock %.0f, condvar %.0f, omp %.0f ns", serial.ran ? serial.ns_per_task : NAN,
+		   rw.ran ? rw.ns_per_task : NAN, cv.ran ? cv.ns_per_task : NAN, omp.ran ? omp.ns_per_task : NAN);
+	enum bench_verdict v = BENCH_ERROR;
+	if (weft.ran && best) {
+		double vs_best = best->ns_per_task / weft.ns_per_task;
+		double vs_rw = rw.ran ? rw.ns_per_task / weft.ns_per_task : NAN;
+		double vs_serial = serial.ran ? serial.ns_per_task / weft.ns_per_task : NAN;
+		bench_ratio(row, "%.2fx best (%s), %.2fx rwlock", vs_best, best_name, vs_rw);
+		if (work_us == 0) {
+			/* Per-task overhead at most half the best baseline's. */
+			v = weft.ns_per_task <= best->ns_per_task / 2 ? BENCH_OK : BENCH_MISS;
+			bench_goal(row, v, "<= 1/2 best overhead");
+		} else if (!zipf) {
+			v = vs_serial > 1 && vs_rw >= 1.5 ? BENCH_OK : BENCH_MISS;
+			bench_goal(row, v, "> serial (%.2fx), >= 1.5x rwlock", vs_serial);
+		} else {
+			v = vs_best >= 1.3 ? BENCH_OK : BENCH_MISS;
+			bench_goal(row, v, ">= 1.3x best");
+		}
+	} else {
+		bench_goal(row, BENCH_ERROR, "-");
+	}
+	ecs_metrics(row, "weft", &weft);
+	ecs_metrics(row, "rwlock", &rw);
+	ecs_metrics(row, "condvar", &cv);
+	ecs_metrics(row, "omp", &omp);
+	ecs_metrics(row, "serial", &serial);
+	bench_print_row(row);
+
+	row = bench_row_new("ecs", "  waits W=%gus %s", work_us, dist);
+	if (weft.ran) {
+		bench_weft(row, "p50 %.0f p99 %.0f max %.0f us", weft.wait_p50_us, weft.wait_p99_us, weft.wait_max_us);
+		bench_base(row, "rwlock p99 %.0f us, max %.0f us", rw.ran ? rw.wait_p99_us : NAN, rw.ran ? rw.wait_max_us : NAN);
+		bench_ratio(row, "%.2f wakeups/grant, %llu spurious", weft.wakeups_per_grant,
+			    (unsigned long long)weft.spurious);
+		bool ok = (!rw.ran || weft.wait_p99_us <= rw.wait_p99_us) && weft.wakeups_per_grant <= 1.0 &&
+			  weft.spurious == 0;
+		bench_goal(row, ok ? BENCH_OK : BENCH_MISS, "p99 <= rwlock, <= 1 wake/grant, 0 spurious");
+	} else {
+		bench_goal(row, BENCH_ERROR, "-");
+	}
+	bench_metric(row, "weft_wait_p50_us", weft.ran ? weft.wait_p50_us : NAN);
+	bench_metric(row, "weft_wait_max_us", weft.ran ? weft.wait_max_us : NAN);
+	bench_metric(row, "weft_wakeups_per_grant", weft.ran ? weft.wakeups_per_grant : NAN);
+	bench_print_row(row);
+}
+
+static void group_ecs(void)
+{
+	ecs_config(false, 0);
+	ecs_config(true, 0);
+	ecs_config(false, 1);
+	ecs_config(true, 1);
+
+	double pair = ecs_uncontended_pair_ns();
+	struct bench_row *row = bench_row_new("ecs", "try_acquire+release, 2 comps");
+	bench_weft(row, "%.1f ns", pair);
+	bench_base(row, "- (one thread, uncontended)");
+	bench_goal(row, isnan(pair) ? BENCH_ERROR : pair <= 60 ? BENCH_OK : BENCH_MISS, "<= 60 ns");
+	bench_metric(row, "ns", pair);
+	bench_print_row(row);
+
+	bool order_ok = false;
+	double seed = ecs_seed_scenario_us(&order_ok);
+	row = bench_row_new("ecs", "seed scenario {A,B} after B");
+	bench_weft(row, "%.1f us", seed);
+	bench_base(row, "%s", order_ok ? "{A,C} waited for C" : "ORDER WRONG");
+	bench_goal(row, isnan(seed) || !order_ok ? BENCH_ERROR : seed <= 100 ? BENCH_OK : BENCH_MISS, "<= 100 us");
+	bench_metric(row, "us", seed);
+	bench_print_row(row);
+}
+
 /* ---- main ---- */
 
 static const struct {
 	const char *name;
 	void (*run)(void);
 	const char *what;
+
 } GROUPS[] = {
 	{ "fib", group_fib, "fib(n), a spawn per call: serial C, weft 1/2 workers, oneTBB, OpenMP" },
 	{ "spawn", group_spawn, "flat spawn of empty tasks, from outside and inside a worker" },
@@ -879,6 +1002,7 @@ static const struct {
 	{ "steal", group_steal, "per-worker steal counters on the virtual topology \"0|1\"" },
 	{ "idle", group_idle, "CPU used by an idle runtime" },
 	{ "memory", group_memory, "RSS before and after many tasks in batches" },
+	{ "ecs", group_ecs, "component scheduler: ECS workload vs rwlocks, condvar, OpenMP depend" },
 };
 #define NGROUPS (sizeof GROUPS / sizeof GROUPS[0])
 

@@ -36,12 +36,30 @@ static size_t mapped_len(size_t bytes)
 /* Bind only where libnuma has real choices: more than one node with memory,
  * and this one among those the process may allocate on (a node without
  * memory is not, and binding to it would fail). */
-static bool numa_bind_wanted(int os_node)
+/* The node to bind os_node's memory to, or -1 for "don't bind".  A node
+ * without memory (CPUs only) borrows from the nearest node that has some,
+ * as the kernel's own fallback would, rather than wherever first touch
+ * happens to run. */
+static int numa_bind_node(int os_node)
 {
 	if (os_node < 0 || numa_available() < 0 || numa_num_configured_nodes() <= 1)
-		return false;
-	return os_node <= numa_max_node() &&
-	       numa_bitmask_isbitset(numa_all_nodes_ptr, (unsigned)os_node);
+		return -1;
+	int max = numa_max_node();
+	if (os_node > max)
+		return -1;
+	if (numa_bitmask_isbitset(numa_all_nodes_ptr, (unsigned)os_node))
+		return os_node;
+	int best = -1, best_dist = 0;
+	for (int n = 0; n <= max; n++) {
+		if (!numa_bitmask_isbitset(numa_all_nodes_ptr, (unsigned)n))
+			continue;
+		int d = numa_distance(os_node, n);
+		if (d > 0 && (best < 0 || d < best_dist)) {
+			best = n;
+			best_dist = d;
+		}
+	}
+	return best;
 }
 
 void *node_alloc(size_t bytes, int os_node)
@@ -54,10 +72,11 @@ void *node_alloc(size_t bytes, int os_node)
 	size_t slack = len >= HUGE_BYTES ? HUGE_BYTES : 0;
 	size_t map_len = len + slack;
 	char *p;
-	if (numa_bind_wanted(os_node)) {
+	int bind = numa_bind_node(os_node);
+	if (bind >= 0) {
 		/* mmap plus an mbind of the whole range; pages are placed on
 		 * first touch, so unmapping the slack below is safe. */
-		p = numa_alloc_onnode(map_len, os_node);
+		p = numa_alloc_onnode(map_len, bind);
 	} else {
 		p = mmap(NULL, map_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 		if (p == MAP_FAILED)

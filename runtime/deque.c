@@ -163,6 +163,16 @@ void deque_publish(struct weft_deque *d)
 	d->o_published = true;
 }
 
+void deque_share_all(struct weft_deque *d)
+{
+	if (d->bottom == d->o_split)
+		return;
+	d->o_split = d->bottom;
+	/* release: pairs with the acquire loads of split in deque_steal, as
+	 * in deque_publish. */
+	store_release(&d->split, d->o_split);
+}
+
 /* Called by pop when the private part is empty: the Chase-Lev take on
  * [top, split), split standing for Chase-Lev's bottom. */
 struct weft_task *deque_pop_public(struct weft_deque *d)

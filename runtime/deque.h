@@ -101,6 +101,9 @@ struct weft_task *deque_steal(struct weft_deque *d, int *why);
 /* Slow paths of the inline owner operations below. */
 int deque_grow(struct weft_deque *d);
 void deque_publish(struct weft_deque *d);
+/* Owner only: make every private item public at once (idle thieves are
+ * waiting; don't make them ask). */
+void deque_share_all(struct weft_deque *d);
 struct weft_task *deque_pop_public(struct weft_deque *d);
 
 /* Owner only.  0, or -ENOMEM when the array is full and cannot grow (the

@@ -203,6 +203,9 @@ void park_worker(struct weft_worker *w, unsigned kind, bool (*recheck)(void *ctx
 		group_flush(w);
 	if (w->spinning)
 		park_spin_end(w, false);
+	/* Patience for own-node work counts from the next search on; a
+	 * sibling that spawns while we sleep shares and wakes us anyway. */
+	w->local_wait_since = 0;
 	store_relaxed(&w->park_kind, kind);
 	store_relaxed(&w->stats.parks, w->stats.parks + 1);
 	/* seq_cst: the announcement; pairs with claimers' fetch_and and with

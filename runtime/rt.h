@@ -75,7 +75,7 @@ struct weft_worker {
 	bool spinning;          /* counted in its node's idle_state */
 	bool multi_node;        /* the runtime has more than one node */
 	uint32_t *node_idle;    /* &rt->nodes[node]->idle_state */
-	unsigned local_patience; /* rounds spent waiting for own-node work */
+	uint64_t local_wait_since; /* when it began waiting for own-node work */
 	/* Finished tasks of one group not yet subtracted from its shared
 	 * count: one atomic per run of tasks instead of one per task. */
 	struct weft_group *pend_group;
@@ -194,15 +194,15 @@ static inline void count(uint64_t *c)
 
 /* The spawn path's wake check.  relaxed: a hint.  Missing a worker that
  * parks right now costs parallelism until the next spawn, never a task:
- * the owner runs everything on its own deque.  Own node first: a spinner
- * there will come; a parked worker there should be woken. */
+ * the owner runs everything on its own deque.  All busy on a single node:
+ * nothing to do (the common case, one load).  Otherwise see
+ * worker_wake_for_spawn. */
 static inline void maybe_wake_for(struct weft_worker *w)
 {
 	uint32_t s = load_relaxed(w->node_idle);
-	if (likely(IDLE_SPINNING(s) != 0))
+	if (likely(s == 0) && likely(!w->multi_node))
 		return;
-	if (unlikely(IDLE_PARKED(s) != 0 || w->multi_node))
-		worker_wake_for_spawn(w);
+	worker_wake_for_spawn(w);
 }
 
 static inline int rt_push_local(struct weft_worker *w, void (*fn)(void *), void *arg, struct weft_group *g,

@@ -33,7 +33,7 @@ __thread struct weft_worker *weft_tls_worker __attribute__((tls_model("initial-e
 #define INJECT_BATCH 16
 #define SPIN_ROUNDS 64
 #define INJECT_TICK 61
-#define LOCAL_PATIENCE 16
+#define LOCAL_PATIENCE_NS (1000 * 1000)
 
 /* Another node has a parked worker and no node has a spinner. */
 static bool remote_parked_no_spinner(struct weft_rt *rt, unsigned self)
@@ -50,10 +50,20 @@ static bool remote_parked_no_spinner(struct weft_rt *rt, unsigned self)
 	return parked;
 }
 
+/* Some worker is idle (spinning or parked) on our node, or there are other
+ * nodes.  Idle thieves get our private tasks right away instead of having
+ * to ask for them: a task that spawns and then blocks outside weft must
+ * not hide its children.  Then Go's rule: a spinner on our node will come;
+ * otherwise wake a parked worker, ours first. */
 void worker_wake_for_spawn(struct weft_worker *w)
 {
 	uint32_t s = load_relaxed(w->node_idle);
-	if (IDLE_PARKED(s) != 0 || remote_parked_no_spinner(w->rt, w->node))
+	bool remote = w->multi_node && remote_parked_no_spinner(w->rt, w->node);
+	if (s != 0 || remote)
+		deque_share_all(&w->deque);
+	if (IDLE_SPINNING(s) != 0)
+		return;
+	if (IDLE_PARKED(s) != 0 || remote)
 		park_wake_one(w->rt, w->node);
 }
 
@@ -157,7 +167,17 @@ static struct weft_task *steal_on_node(struct weft_worker *w, unsigned ni, bool 
 	return NULL;
 }
 
+static struct weft_task *find_work(struct weft_worker *w);
+
 struct weft_task *worker_find_work(struct weft_worker *w)
+{
+	struct weft_task *t = find_work(w);
+	if (t)
+		w->local_wait_since = 0;
+	return t;
+}
+
+static struct weft_task *find_work(struct weft_worker *w)
 {
 	struct weft_rt *rt = w->rt;
 	struct weft_task *t = deque_pop(&w->deque);
@@ -173,11 +193,18 @@ struct weft_task *worker_find_work(struct weft_worker *w)
 	t = steal_on_node(w, w->node, false, &private_seen);
 	if (t)
 		return t;
-	/* A worker of our node will publish work soon: give it a few rounds
-	 * before crossing to another node. */
-	if (private_seen && ++w->local_patience < LOCAL_PATIENCE)
-		return NULL;
-	w->local_patience = 0;
+	/* A worker of our node holds work it will publish at its next push
+	 * or pop (our split request): wait for it rather than cross to
+	 * another node, for up to LOCAL_PATIENCE_NS, in case that worker is
+	 * inside a long task. */
+	if (private_seen) {
+		uint64_t now = os_now_ns();
+		if (w->local_wait_since == 0)
+			w->local_wait_since = now;
+		if (now - w->local_wait_since < LOCAL_PATIENCE_NS)
+			return NULL;
+	}
+	w->local_wait_since = 0;
 	for (unsigned k = 0; k + 1 < rt->nnodes; k++) {
 		t = steal_on_node(w, rt->topo.near[w->node][k], true, &private_seen);
 		if (t)

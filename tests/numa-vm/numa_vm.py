@@ -24,7 +24,6 @@ Usage: numa_vm.py --source SRC --build BUILD --lib BUILD/runtime/libweft.a
 """
 
 import argparse
-import lzma
 import os
 import re
 import shutil
@@ -183,19 +182,26 @@ def vmlinux_from_bzimage(data):
 
     qemu boots an ELF vmlinux through PVH without running the kernel's own
     decompressor, which under TCG costs 3-4 s per boot."""
+    try:
+        import lzma
+    except ImportError:  # a Python built without liblzma: use xz-utils
+        lzma = None
     pos = 0
     magic = b"\xfd7zXZ\x00"
     while True:
         pos = data.find(magic, pos)
         if pos < 0:
             return None
-        try:
-            dec = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
-            out = dec.decompress(data[pos:])
-            if out[:4] == b"\x7fELF":
-                return out
-        except lzma.LZMAError:
-            pass
+        if lzma:
+            try:
+                out = lzma.LZMADecompressor(format=lzma.FORMAT_XZ).decompress(data[pos:])
+            except lzma.LZMAError:
+                out = b""
+        else:
+            out = subprocess.run(["xz", "-dc", "--single-stream"], input=data[pos:],
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL).stdout
+        if out[:4] == b"\x7fELF":
+            return out
         pos += 1
 
 
@@ -327,7 +333,10 @@ def qemu_command(vmlinux, initramfs, g):
     return cmd
 
 
-def boot(name, cmd, timeout):
+def boot(cmd, timeout):
+    """Runs one guest to power-off.  Returns (console, stderr, seconds);
+    console is None when qemu did not run at all (nothing on the console
+    and a failing exit: bad binary, no TCG, no memory...)."""
     start = time.monotonic()
     try:
         p = subprocess.run(["timeout", "-k", "5", str(timeout)] + cmd, stdin=subprocess.DEVNULL,
@@ -339,8 +348,9 @@ def boot(name, cmd, timeout):
     err = p.stderr.decode("utf-8", "replace").replace("\r", "")
     if p.returncode == 124:
         err += "\n(timed out after %d s)" % timeout
-    return (out, err, took) if (out.strip() or p.returncode in (0, 124)) else (None, err.strip() or
-                                                                                  "qemu exited %d" % p.returncode, took)
+    elif p.returncode != 0 and not out.strip():
+        return None, err.strip() or "qemu exited with %d" % p.returncode, took
+    return out, err, took
 
 
 def parse(name, out, err, took):
@@ -417,7 +427,7 @@ def main():
         cmd = qemu_command(vmlinux, initramfs, GUESTS[name])
         if verbose:
             log("$ " + " ".join(cmd))
-        out, err, took = boot(name, cmd, a.timeout)
+        out, err, took = boot(cmd, a.timeout)
         if out is None:
             skip("qemu could not run the %s guest: %s" % (name, err[-600:]))
         p, f, s = parse(name, out, err, took)
