@@ -505,11 +505,69 @@ static int submit(struct weft_rt *rt, struct weft_grant *g)
 
 struct hop {
 	struct weft_rt *rt;
+	struct submitter *owner;    /* cache it returns to, NULL: malloc'd */
+	struct hop *next;
 	uint8_t kind;
 	uint8_t n;
 	void *p1, *p2;
 	struct weft_dep deps[];
 };
+
+/* Hops of up to HOP_CACHED_DEPS deps are recycled through the sending
+ * thread's submitter record instead of malloc/free across threads. */
+#define HOP_CACHED_DEPS 4
+#define HOP_CACHED_BYTES (sizeof(struct hop) + HOP_CACHED_DEPS * sizeof(struct weft_dep))
+
+static struct hop *hop_alloc(struct weft_rt *rt, unsigned n)
+{
+	struct submitter *rec = n <= HOP_CACHED_DEPS ? rt_submitter(rt) : NULL;
+	struct hop *h = NULL;
+	if (rec) {
+		h = rec->local;
+		if (!h) {
+			/* acquire: pairs with hop_free's release push. */
+			h = exchange_acq_rel(&rec->remote, NULL);
+		}
+		if (h) {
+			rec->local = h->next;
+			return h;
+		}
+		h = malloc(HOP_CACHED_BYTES);
+	} else {
+		h = malloc(sizeof(*h) + n * sizeof(struct weft_dep));
+	}
+	if (h)
+		h->owner = rec;
+	return h;
+}
+
+static void hop_free(struct hop *h)
+{
+	struct submitter *rec = h->owner;
+	if (!rec) {
+		free(h);
+		return;
+	}
+	struct hop *head = load_relaxed((struct hop **)&rec->remote);
+	do {
+		h->next = head;
+		/* release: our reads of the hop are done before its owner
+		 * reuses it. */
+	} while (!cas_release((struct hop **)&rec->remote, &head, h));
+}
+
+void acquire_free_hops(struct submitter *rec)
+{
+	struct hop *lists[2] = { rec->local, rec->remote };
+	for (int i = 0; i < 2; i++) {
+		while (lists[i]) {
+			struct hop *next = lists[i]->next;
+			free(lists[i]);
+			lists[i] = next;
+		}
+	}
+	rec->local = rec->remote = NULL;
+}
 
 static void hop_task(void *p)
 {
@@ -529,7 +587,7 @@ static void hop_task(void *p)
 	}
 	if (r < 0 && h->kind == G_CALLBACK)
 		((weft_acquire_fn)(uintptr_t)h->p1)(NULL, r, h->p2);
-	free(h);
+	hop_free(h);
 }
 
 static int submit_any(struct weft_rt *rt, const struct weft_dep *deps, size_t n, uint8_t kind, void *p1, void *p2)
@@ -556,7 +614,7 @@ static int submit_any(struct weft_rt *rt, const struct weft_dep *deps, size_t n,
 	int m = sched_merge_deps(deps, n, rt->acq->ncomp, merged);
 	if (m < 0)
 		return m;
-	struct hop *h = malloc(sizeof(*h) + (size_t)m * sizeof(*merged));
+	struct hop *h = hop_alloc(rt, (unsigned)m);
 	if (!h)
 		return -ENOMEM;
 	h->rt = rt;
@@ -567,7 +625,7 @@ static int submit_any(struct weft_rt *rt, const struct weft_dep *deps, size_t n,
 	memcpy(h->deps, merged, (size_t)m * sizeof(*merged));
 	int r = rt_push_outside(rt, -1, false, hop_task, h, NULL, false);
 	if (r < 0)
-		free(h);
+		hop_free(h);
 	return r;
 }
 

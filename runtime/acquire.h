@@ -22,5 +22,8 @@ void acquire_fini(struct weft_rt *rt);
  * (their callbacks get -ECANCELED).  True if that made new work. */
 bool acquire_cancel_stuck(struct weft_rt *rt);
 void acquire_stats(struct weft_rt *rt, struct weft_acquire_stats *out);
+struct submitter;
+/* Frees the message cache a submitter record holds (at weft_destroy). */
+void acquire_free_hops(struct submitter *rec);
 
 #endif

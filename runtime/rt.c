@@ -153,6 +153,7 @@ static void free_rt(struct weft_rt *rt)
 	topology_free(&rt->topo);
 	while (rt->submitters) {
 		struct submitter *next = rt->submitters->next;
+		acquire_free_hops(rt->submitters);
 		free(rt->submitters);
 		rt->submitters = next;
 	}

@@ -110,7 +110,16 @@ struct weft_node {
 struct submitter {
 	uint32_t active WEFT_ALIGNED;
 	struct submitter *next;
+	/* Small messages this thread sends to workers (acquire.c's hops):
+	 * the thread pops `local`; workers push what they are done with on
+	 * `remote`, which the thread takes whole with one exchange (a
+	 * push-only stack drained whole has no ABA problem). */
+	void *local;
+	void *remote WEFT_ALIGNED;
 };
+
+/* The calling thread's record for rt (created on first use), or NULL. */
+struct submitter *rt_submitter(struct weft_rt *rt);
 
 struct weft_rt {
 	unsigned nworkers;

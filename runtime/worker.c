@@ -25,6 +25,7 @@
 #include <errno.h>
 #include <sched.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "os.h"
 
@@ -379,14 +380,14 @@ static __thread struct {
 	struct submitter *rec;
 } tls_sub;
 
-static struct submitter *submitter_of(struct weft_rt *rt)
+struct submitter *rt_submitter(struct weft_rt *rt)
 {
 	if (likely(tls_sub.rt == rt && tls_sub.serial == rt->serial))
 		return tls_sub.rec;
 	struct submitter *rec = NULL;
 	if (posix_memalign((void **)&rec, WEFT_CACHELINE, sizeof(*rec)) != 0)
 		return NULL;
-	rec->active = 0;
+	memset(rec, 0, sizeof(*rec));
 	pthread_mutex_lock(&rt->submitters_lock);
 	rec->next = rt->submitters;
 	rt->submitters = rec;
@@ -408,7 +409,7 @@ int rt_push_outside(struct weft_rt *rt, int node, bool affine, void (*fn)(void *
 	struct weft_worker *self = weft_tls_worker;
 	struct submitter *rec = NULL;
 	if (!self || self->rt != rt) {
-		rec = submitter_of(rt);
+		rec = rt_submitter(rt);
 		if (unlikely(!rec))
 			return -ENOMEM;
 		/* seq_cst: pairs with weft_destroy's store of RT_DRAINING and its
