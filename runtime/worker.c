@@ -52,20 +52,19 @@ static bool remote_parked_no_spinner(struct weft_rt *rt, unsigned self)
 }
 
 /* Some worker is idle (spinning or parked) on our node, or there are other
- * nodes.  Idle thieves get our private tasks right away instead of having
- * to ask for them: a task that spawns and then blocks outside weft must
- * not hide its children.  Then Go's rule: a spinner on our node will come;
- * otherwise wake a parked worker, ours first. */
+ * nodes.  Go's rule: a spinner on our node will come (and ask for a split);
+ * otherwise wake a parked worker, ours first.  The one we wake finds our
+ * private tasks already public: a task that spawns and then blocks outside
+ * weft does not hide its children from a worker it woke. */
 void worker_wake_for_spawn(struct weft_worker *w)
 {
 	uint32_t s = load_relaxed(w->node_idle);
-	bool remote = w->multi_node && remote_parked_no_spinner(w->rt, w->node);
-	if (s != 0 || remote)
-		deque_share_all(&w->deque);
 	if (IDLE_SPINNING(s) != 0)
 		return;
-	if (IDLE_PARKED(s) != 0 || remote)
+	if (IDLE_PARKED(s) != 0 || (w->multi_node && remote_parked_no_spinner(w->rt, w->node))) {
+		deque_share_all(&w->deque);
 		park_wake_one(w->rt, w->node);
+	}
 }
 
 void worker_published(struct weft_worker *w)
