@@ -89,8 +89,9 @@ static inline struct weft_task *arena_alloc(struct weft_arena *a)
 {
 	struct weft_task *t = a->free;
 	if (likely(t)) {
+		/* t->arena was set when the frame was carved; frames on our
+		 * lists are always ours, so it still says a->id. */
 		a->free = t->next;
-		t->arena = a->id;
 		return t;
 	}
 	return arena_alloc_slow(a);

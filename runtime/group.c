@@ -50,11 +50,10 @@ void weft_group_init(struct weft_group *g)
 {
 	if (!g)
 		return;
+	/* waiter is written by the wait that needs it. */
 	g->shared = 0;
-	g->reserved_ = 0;
 	g->local = 0;
 	g->owner = thread_token();
-	g->waiter = NULL;
 }
 
 /* The last decrement found the waiter bit: hand over and wake. */
@@ -97,10 +96,13 @@ void group_flush(struct weft_worker *w)
 
 int weft_group_spawn(weft_rt *rt, struct weft_group *g, void (*fn)(void *arg), void *arg)
 {
-	if (unlikely(!rt || !g || !fn))
-		return -EINVAL;
 	struct weft_worker *w = weft_tls_worker;
-	if (likely(w && w->rt == rt)) {
+	/* The common case first: the worker spawning into its own group.  A
+	 * NULL rt never equals w->rt, and a NULL g never has owner w, so the
+	 * argument checks can wait for the other paths. */
+	if (likely(w && w->rt == rt && fn)) {
+		if (unlikely(!g))
+			return -EINVAL;
 		if (likely(g->owner == w)) {
 			g->local++;
 			int r = rt_push_local(w, fn, arg, g, TASK_COUNTED_LOCAL);
@@ -116,6 +118,8 @@ int weft_group_spawn(weft_rt *rt, struct weft_group *g, void (*fn)(void *arg), v
 			group_task_done_shared(g);
 		return r;
 	}
+	if (unlikely(!rt || !g || !fn))
+		return -EINVAL;
 	/* Another thread: its own groups count privately too (the tasks all
 	 * finish elsewhere, driving the shared count negative until the
 	 * owner's wait adds local in). */
@@ -236,10 +240,8 @@ static void group_wait_thread(struct weft_group *g)
 
 void weft_group_wait(weft_rt *rt, struct weft_group *g)
 {
-	if (unlikely(!rt || !g))
-		return;
 	struct weft_worker *w = weft_tls_worker;
-	if (likely(w && w->rt == rt)) {
+	if (likely(w && w->rt == rt && g)) {
 		/* Fast path: the tasks are usually still on our own deque. */
 		while (!group_done_pred(g)) {
 			struct weft_task *t = deque_pop(&w->deque);
@@ -251,6 +253,8 @@ void weft_group_wait(weft_rt *rt, struct weft_group *g)
 		}
 		return;
 	}
+	if (unlikely(!rt || !g))
+		return;
 	if (shared_count(load_acquire(&g->shared)) + g->local == 0)
 		return;
 	group_wait_thread(g);
