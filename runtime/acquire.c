@@ -501,6 +501,20 @@ static int submit(struct weft_rt *rt, struct weft_grant *g)
 	return r < 0 ? r : 0;
 }
 
+/* What a granted request runs: a callback (p1 = cb, p2 = ctx) or a task
+ * (p1 = fn, p2 = arg). */
+static void grant_target(struct weft_grant *g, uint8_t kind, void *p1, void *p2)
+{
+	g->kind = kind;
+	if (kind == G_CALLBACK) {
+		g->u.cb.cb = (weft_acquire_fn)(uintptr_t)p1;
+		g->u.cb.ctx = p2;
+	} else {
+		g->u.task.fn = (void (*)(void *))(uintptr_t)p1;
+		g->u.task.arg = p2;
+	}
+}
+
 /* ---- requests from threads that are not workers hop to a worker ----------------- */
 
 struct hop {
@@ -575,14 +589,7 @@ static void hop_task(void *p)
 	struct weft_grant *g;
 	int r = grant_prepare(h->rt, h->deps, h->n, &g);
 	if (r == 0) {
-		g->kind = h->kind;
-		if (h->kind == G_CALLBACK) {
-			g->u.cb.cb = (weft_acquire_fn)(uintptr_t)h->p1;
-			g->u.cb.ctx = h->p2;
-		} else {
-			g->u.task.fn = (void (*)(void *))(uintptr_t)h->p1;
-			g->u.task.arg = h->p2;
-		}
+		grant_target(g, h->kind, h->p1, h->p2);
 		r = submit(h->rt, g);
 	}
 	if (r < 0 && h->kind == G_CALLBACK)
@@ -598,15 +605,7 @@ static int submit_any(struct weft_rt *rt, const struct weft_dep *deps, size_t n,
 		int r = grant_prepare(rt, deps, n, &g);
 		if (r < 0)
 			return r;
-		g->kind = kind;
-		g->u.cb.cb = NULL;
-		if (kind == G_CALLBACK) {
-			g->u.cb.cb = (weft_acquire_fn)(uintptr_t)p1;
-			g->u.cb.ctx = p2;
-		} else {
-			g->u.task.fn = (void (*)(void *))(uintptr_t)p1;
-			g->u.task.arg = p2;
-		}
+		grant_target(g, kind, p1, p2);
 		return submit(rt, g);
 	}
 	/* Check everything here, so a failed call changes nothing. */

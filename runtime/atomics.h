@@ -11,7 +11,7 @@
  * Fences: TSan ignores standalone atomic_thread_fence (google/sanitizers#1415).
  * fence_seq_cst() is therefore only for code that has a TSan-visible twin:
  * under WEFT_TSAN the callers use the seq_cst read-modify-write form instead
- * (see deque.c).  Nothing here uses volatile.
+ * (see deque.c).  Synchronisation never relies on type qualifiers.
  */
 #ifndef WEFT_ATOMICS_H
 #define WEFT_ATOMICS_H
