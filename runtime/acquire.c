@@ -56,7 +56,8 @@
 #define W_SLOW (1ull << 33)
 
 #define GRANT_INLINE_DEPS 4
-#define NO_ARENA 0xffffu
+#define NO_ARENA 0xffffu     /* malloc'd, on the boxes list */
+#define THREAD_CACHE 0xfffeu /* from a submitter record's cache */
 
 enum { G_CALLBACK, G_SPAWN, G_WAIT };
 
@@ -99,6 +100,79 @@ struct grant_box {
 	struct weft_grant g;
 };
 
+/* Grants of threads that are not workers (up to GRANT_INLINE_DEPS deps)
+ * are recycled through the thread's submitter record: `all` chains every
+ * one the record ever made (so weft_destroy can free the ones never
+ * released), `next` the free ones. */
+struct cached_grant {
+	struct cached_grant *all, *next;
+	struct submitter *owner;
+	struct weft_grant g;
+};
+
+#define CACHED_GRANT_BYTES (sizeof(struct cached_grant) + GRANT_INLINE_DEPS * sizeof(struct weft_dep))
+
+static struct weft_grant *cached_grant_new(struct weft_rt *rt)
+{
+	struct submitter *rec = rt_submitter(rt);
+	if (!rec)
+		return NULL;
+	struct cached_grant *c = rec->grant_local;
+	if (!c) {
+		/* acquire: pairs with cached_grant_free's release push. */
+		c = exchange_acq_rel(&rec->grant_remote, NULL);
+	}
+	if (c) {
+		rec->grant_local = c->next;
+	} else {
+		c = malloc(CACHED_GRANT_BYTES);
+		if (!c)
+			return NULL;
+		c->owner = rec;
+		c->all = rec->grant_all;
+		rec->grant_all = c;
+		rec->grant_total++;
+	}
+	c->g.arena = THREAD_CACHE;
+	return &c->g;
+}
+
+static void cached_grant_free(struct weft_grant *g)
+{
+	struct cached_grant *c = (struct cached_grant *)((char *)g - offsetof(struct cached_grant, g));
+	struct submitter *rec = c->owner;
+	if (rt_submitter_is_mine(g->rt, rec)) {
+		c->next = rec->grant_local;
+		rec->grant_local = c;
+		return;
+	}
+	struct cached_grant *head = load_relaxed((struct cached_grant **)&rec->grant_remote);
+	do {
+		c->next = head;
+		/* release: we are done with the grant before its owner reuses
+		 * it (a push-only stack drained whole: no ABA). */
+	} while (!cas_release((struct cached_grant **)&rec->grant_remote, &head, c));
+}
+
+unsigned acquire_free_grants(struct submitter *rec)
+{
+	unsigned free_count = 0;
+	struct cached_grant *lists[2] = { rec->grant_local, rec->grant_remote };
+	for (int i = 0; i < 2; i++)
+		for (struct cached_grant *c = lists[i]; c; c = c->next)
+			free_count++;
+	struct cached_grant *c = rec->grant_all;
+	while (c) {
+		struct cached_grant *next = c->all;
+		free(c);
+		c = next;
+	}
+	unsigned leaked = rec->grant_total - free_count;
+	rec->grant_all = rec->grant_local = rec->grant_remote = NULL;
+	rec->grant_total = 0;
+	return leaked;
+}
+
 struct comp_word {
 	uint64_t v;
 } WEFT_ALIGNED;
@@ -135,6 +209,10 @@ static struct weft_grant *grant_new(struct weft_rt *rt, unsigned n)
 			return NULL;
 		g = (struct weft_grant *)t;
 		g->arena = (uint16_t)w->index;
+	} else if (!(w && w->rt == rt) && n <= GRANT_INLINE_DEPS) {
+		g = cached_grant_new(rt);
+		if (!g)
+			return NULL;
 	} else {
 		struct grant_box *b = malloc(sizeof(*b) + n * sizeof(struct weft_dep));
 		if (!b)
@@ -157,6 +235,10 @@ static struct weft_grant *grant_new(struct weft_rt *rt, unsigned n)
 static void grant_free(struct weft_grant *g)
 {
 	struct weft_rt *rt = g->rt;
+	if (g->arena == THREAD_CACHE) {
+		cached_grant_free(g);
+		return;
+	}
 	if (g->arena != NO_ARENA) {
 		struct weft_worker *self = weft_tls_worker;
 		struct weft_arena *owner = &rt->workers[g->arena]->arena;

@@ -25,5 +25,8 @@ void acquire_stats(struct weft_rt *rt, struct weft_acquire_stats *out);
 struct submitter;
 /* Frees the message cache a submitter record holds (at weft_destroy). */
 void acquire_free_hops(struct submitter *rec);
+/* Frees the grants a submitter record made; returns how many were never
+ * released. */
+unsigned acquire_free_grants(struct submitter *rec);
 
 #endif

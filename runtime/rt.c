@@ -154,6 +154,9 @@ static void free_rt(struct weft_rt *rt)
 	while (rt->submitters) {
 		struct submitter *next = rt->submitters->next;
 		acquire_free_hops(rt->submitters);
+		unsigned leaked = acquire_free_grants(rt->submitters);
+		if (leaked)
+			fprintf(stderr, "weft: weft_destroy: %u grant(s) of a thread were never released; freed\n", leaked);
 		free(rt->submitters);
 		rt->submitters = next;
 	}

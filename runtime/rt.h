@@ -115,11 +115,19 @@ struct submitter {
 	 * `remote`, which the thread takes whole with one exchange (a
 	 * push-only stack drained whole has no ABA problem). */
 	void *local;
+	/* The same for grants (acquire.c): every grant made, the free ones
+	 * the thread pops, the ones other threads gave back. */
+	void *grant_all;
+	void *grant_local;
+	unsigned grant_total;
 	void *remote WEFT_ALIGNED;
+	void *grant_remote;
 };
 
 /* The calling thread's record for rt (created on first use), or NULL. */
 struct submitter *rt_submitter(struct weft_rt *rt);
+/* rec is the calling thread's record for rt (no creation). */
+bool rt_submitter_is_mine(struct weft_rt *rt, struct submitter *rec);
 
 struct weft_rt {
 	unsigned nworkers;

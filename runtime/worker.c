@@ -397,6 +397,11 @@ struct submitter *rt_submitter(struct weft_rt *rt)
 	return rec;
 }
 
+bool rt_submitter_is_mine(struct weft_rt *rt, struct submitter *rec)
+{
+	return tls_sub.rt == rt && tls_sub.serial == rt->serial && tls_sub.rec == rec;
+}
+
 int rt_push_outside(struct weft_rt *rt, int node, bool affine, void (*fn)(void *), void *arg, struct weft_group *g,
 		    bool internal)
 {
