@@ -115,8 +115,11 @@ Test(steal, both_nodes_busy_prefer_own_node, .timeout = 60)
 	struct weft_stats st;
 	wait_tasks(&st, 6002);
 	/* Until the first node finished, both had work: a thief leaves its
-	 * node only when its node is dry, i.e. in the last few tasks of the
-	 * node that finishes first (one leaf is 20 us). */
+	 * node only when its node is dry, i.e. in the tail of the node that
+	 * finishes first.  That tail can last a few scheduler slices (two
+	 * workers share each CPU), so up to a quarter of the local count is
+	 * allowed; a victim order blind to nodes would steal remotely about
+	 * as often as locally, since the other node always has work. */
 	for (unsigned n = 0; n < 2; n++) {
 		uint64_t l, r, l_end, r_end;
 		node_steals(&first_done, n, &l, &r);
@@ -125,7 +128,7 @@ Test(steal, both_nodes_busy_prefer_own_node, .timeout = 60)
 			    (unsigned long long)l, (unsigned long long)r, (unsigned long long)l_end,
 			    (unsigned long long)r_end);
 		cr_assert_gt(l_end, 0, "node %u stole from itself", n);
-		cr_assert_leq(r, 8 + l / 20, "node %u went remote while both nodes had work", n);
+		cr_assert_leq(r, 16 + l / 4, "node %u went remote while both nodes had work", n);
 	}
 	weft_destroy(rt);
 }
