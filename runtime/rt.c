@@ -11,13 +11,17 @@
  *
  *   weft_destroy is a small state machine on rt->state:
  *     RUNNING -> DRAINING   outside spawns now fail with -ESHUTDOWN; wait
- *                           until no outside spawn is half-way (submitters)
+ *                           until no outside spawn is half-way (every
+ *                           thread's submitter->active flag is 0)
  *     DRAINING -> QUIESCED  from now on only tasks create tasks
  *     QUIESCED -> EXIT      when every worker is parked in its main loop
  *                           and no queue holds a task: nothing can create
  *                           work any more.  Whoever sees that first (the
  *                           last worker to park, or weft_destroy itself)
  *                           moves the state with a CAS and wakes everyone.
+ *                           Component requests still waiting then can never
+ *                           be granted: they are cancelled first, and their
+ *                           callbacks are tasks like any other.
  *   The check "all parked" and the move to QUIESCED are both seq_cst, so
  *   the last parker and weft_destroy cannot both miss the condition.
  */
