@@ -966,7 +966,7 @@ static void check_stealing(void)
 	 * stolen task starts: private-only = the node's queued tasks were all
 	 * in a sibling's private deque part (it publishes them only at its
 	 * next push or pop after a split request, i.e. after its current task;
-	 * the thief's patience, counted in rounds, can run out first);
+	 * the thief waits at most 1 ms for that, and under TCG a task can take longer);
 	 * visible = some were public or injected by then (possibly published
 	 * just after the thief looked).  Because the judgement comes after the
 	 * thief's decision, work spawned on its node in between counts too:
