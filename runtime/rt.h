@@ -272,7 +272,9 @@ static inline void worker_run_task(struct weft_worker *w, struct weft_task *t)
 		arena_free(&w->arena, &w->arena, t);
 	else
 		arena_free(&w->arena, &w->rt->workers[t->arena]->arena, t);
-	/* We just answered a split request: thieves can take work now. */
+	/* We just answered a split request: thieves can take work now (a
+	 * thief that went to sleep left its request behind, so this also
+	 * wakes it). */
 	if (unlikely(w->deque.o_published))
 		worker_published(w);
 	/* Never hold another group's finished count while running. */

@@ -34,7 +34,7 @@ __thread struct weft_worker *weft_tls_worker __attribute__((tls_model("initial-e
 #define INJECT_BATCH 16
 #define SPIN_ROUNDS 64
 #define INJECT_TICK 61
-#define LOCAL_PATIENCE_NS (1000 * 1000)
+#define LOCAL_PATIENCE_NS (10 * 1000 * 1000)
 
 /* Another node has a parked worker and no node has a spinner. */
 static bool remote_parked_no_spinner(struct weft_rt *rt, unsigned self)
@@ -195,8 +195,10 @@ static struct weft_task *find_work(struct weft_worker *w)
 		return t;
 	/* A worker of our node holds work it will publish at its next push
 	 * or pop (our split request): wait for it rather than cross to
-	 * another node, for up to LOCAL_PATIENCE_NS, in case that worker is
-	 * inside a long task. */
+	 * another node.  In practice the wait ends with our spin phase: we
+	 * park, our split request stays up, and that worker publishes and
+	 * wakes us at its next push or pop.  LOCAL_PATIENCE_NS only bounds a
+	 * spin phase that never ends. */
 	if (private_seen) {
 		uint64_t now = os_now_ns();
 		if (w->local_wait_since == 0)
