@@ -970,18 +970,21 @@ static void check_stealing(void)
 	 * visible = some were public or injected by then (possibly published
 	 * just after the thief looked).  Because the judgement comes after the
 	 * thief's decision, work spawned on its node in between counts too:
-	 * a race of a few in thousands is that window, not a policy; more than
-	 * 1% of the remote steals (at least 3) is a failure. */
+	 * that window is a race, not a policy.  "Visible" cases are mostly
+	 * that race (the node was dry when the thief looked, and its sibling
+	 * published right after, answering the thief's own split request):
+	 * up to a tenth of the remote steals is allowed.  "Private-only" cases
+	 * mean a thief left while a sibling held unpublished work: at most 2. */
 	unsigned viol = visible + private_only;
-	uint64_t allowed = remote_steals_seen / 100 > 2 ? remote_steals_seen / 100 : 2;
-	if (viol > allowed)
+	uint64_t allowed = remote_steals_seen / 10 > 2 ? remote_steals_seen / 10 : 2;
+	if (visible > allowed || private_only > 2)
 		fail("steal-remote-when-dry",
 		     "%u of %" PRIu64 " remote steals while the thief's own node had queued work (%u with it all in a sibling's private deque part, %u with public work by the time the stolen task started)",
 		     viol, remote_steals_seen, private_only, visible);
 	else
 		pass("steal-remote-when-dry",
-		     "%u of %" PRIu64 " remote steals found own-node work queued when the stolen task started (the check races with new spawns; allowed %" PRIu64 ")",
-		     viol, remote_steals_seen, allowed);
+		     "%u of %" PRIu64 " remote steals found own-node work queued when the stolen task started, %u of them only in a sibling's private part (the check races with new spawns; allowed %" PRIu64 " + 2)",
+		     viol, remote_steals_seen, private_only, allowed);
 }
 
 /* ---- 5. weft_spawn_on_node -------------------------------------------------------------------- */
