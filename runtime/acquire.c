@@ -105,7 +105,8 @@ struct grant_box {
  * one the record ever made (so weft_destroy can free the ones never
  * released), `next` the free ones. */
 struct cached_grant {
-	struct cached_grant *all, *next;
+	struct cached_grant *all;
+	void *next; /* free list; void * so give_back can link it */
 	struct submitter *owner;
 	struct weft_grant g;
 };
@@ -137,6 +138,19 @@ static struct weft_grant *cached_grant_new(struct weft_rt *rt)
 	return &c->g;
 }
 
+/* Give a node back to the thread that owns `*head`: a push-only stack the
+ * owner drains whole with one exchange (so no ABA); `link` is the node's
+ * next field. */
+static void give_back(void **head, void *node, void **link)
+{
+	void *old = load_relaxed(head);
+	do {
+		*link = old;
+		/* release: our last reads of the node happen before the owner's
+		 * acquire exchange hands it out again. */
+	} while (!cas_release(head, &old, node));
+}
+
 static void cached_grant_free(struct weft_grant *g)
 {
 	struct cached_grant *c = (struct cached_grant *)((char *)g - offsetof(struct cached_grant, g));
@@ -146,12 +160,7 @@ static void cached_grant_free(struct weft_grant *g)
 		rec->grant_local = c;
 		return;
 	}
-	struct cached_grant *head = load_relaxed((struct cached_grant **)&rec->grant_remote);
-	do {
-		c->next = head;
-		/* release: we are done with the grant before its owner reuses
-		 * it (a push-only stack drained whole: no ABA). */
-	} while (!cas_release((struct cached_grant **)&rec->grant_remote, &head, c));
+	give_back(&rec->grant_remote, c, &c->next);
 }
 
 unsigned acquire_free_grants(struct submitter *rec)
@@ -602,7 +611,7 @@ static void grant_target(struct weft_grant *g, uint8_t kind, void *p1, void *p2)
 struct hop {
 	struct weft_rt *rt;
 	struct submitter *owner;    /* cache it returns to, NULL: malloc'd */
-	struct hop *next;
+	void *next;                 /* free list; void * so give_back can link it */
 	uint8_t kind;
 	uint8_t n;
 	void *p1, *p2;
@@ -644,12 +653,7 @@ static void hop_free(struct hop *h)
 		free(h);
 		return;
 	}
-	struct hop *head = load_relaxed((struct hop **)&rec->remote);
-	do {
-		h->next = head;
-		/* release: our reads of the hop are done before its owner
-		 * reuses it. */
-	} while (!cas_release((struct hop **)&rec->remote, &head, h));
+	give_back(&rec->remote, h, &h->next);
 }
 
 void acquire_free_hops(struct submitter *rec)
