@@ -124,6 +124,8 @@ struct submitter {
 	void *grant_remote;
 };
 
+_Static_assert(sizeof(struct submitter) <= 4096, "a submitter record fits its page");
+
 /* The calling thread's record for rt (created on first use), or NULL. */
 struct submitter *rt_submitter(struct weft_rt *rt);
 /* rec is the calling thread's record for rt (no creation). */
@@ -145,8 +147,9 @@ struct weft_rt {
 	pthread_mutex_t submitters_lock;
 	struct submitter *submitters;   /* list, pushed under the lock */
 	/* Workers parked in the main loop (not inside a wait): termination
-	 * needs all of them. */
-	uint32_t nparked_main;
+	 * needs all of them.  Written by parkers: kept off the line that every
+	 * outside spawn reads (state). */
+	uint32_t nparked_main WEFT_ALIGNED;
 	/* weft_destroy sleeps here until the workers agree to exit (1). */
 	uint32_t exit_word;
 	/* Workers wait here until weft_create has finished (open) or failed

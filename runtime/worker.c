@@ -370,23 +370,29 @@ void worker_main(struct weft_worker *w)
 		park_spin_end(w, false);
 }
 
-static __thread unsigned tls_rr;
+static __thread unsigned tls_rr __attribute__((tls_model("initial-exec")));
 
 /* The calling thread's submitter record for rt, created on first use.  The
  * cache is keyed by rt's serial number too, so a runtime created at the
  * address of a destroyed one is not mistaken for it. */
+/* initial-exec: in the shared library the default model would call
+ * __tls_get_addr on every spawn from another thread. */
 static __thread struct {
 	struct weft_rt *rt;
 	uint64_t serial;
 	struct submitter *rec;
-} tls_sub;
+} tls_sub __attribute__((tls_model("initial-exec")));
 
 struct submitter *rt_submitter(struct weft_rt *rt)
 {
 	if (likely(tls_sub.rt == rt && tls_sub.serial == rt->serial))
 		return tls_sub.rec;
 	struct submitter *rec = NULL;
-	if (posix_memalign((void **)&rec, WEFT_CACHELINE, sizeof(*rec)) != 0)
+	/* A page of its own: the spawn path's exchange on `active` must not
+	 * sit near anything workers write; neighbours on the same page
+	 * (adjacent-line and stream prefetchers) cost up to 4x on outside
+	 * spawns here.  One page per submitting thread per runtime. */
+	if (posix_memalign((void **)&rec, 4096, 4096) != 0)
 		return NULL;
 	memset(rec, 0, sizeof(*rec));
 	pthread_mutex_lock(&rt->submitters_lock);
