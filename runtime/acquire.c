@@ -560,6 +560,26 @@ static void count_fast_grant(struct weft_rt *rt)
 }
 
 /* Validate, merge, allocate. */
+/* A grant holding deps that are already merged and checked. */
+static int grant_with(struct weft_rt *rt, const struct weft_dep *merged, unsigned m, struct weft_grant **out)
+{
+	struct weft_grant *g = grant_new(rt, m);
+	if (!g)
+		return -ENOMEM;
+	memcpy(g->deps, merged, (size_t)m * sizeof(*merged));
+	*out = g;
+	return 0;
+}
+
+/* The lock-free grant, counted.  False: g must go through the core. */
+static bool grant_fast(struct weft_rt *rt, struct weft_grant *g)
+{
+	if (!try_fast(rt, g->deps, g->n))
+		return false;
+	count_fast_grant(rt);
+	return true;
+}
+
 static int grant_prepare(struct weft_rt *rt, const struct weft_dep *deps, size_t n, struct weft_grant **out)
 {
 	if (!rt || !rt->acq)
@@ -568,19 +588,13 @@ static int grant_prepare(struct weft_rt *rt, const struct weft_dep *deps, size_t
 	int m = sched_merge_deps(deps, n, rt->acq->ncomp, merged);
 	if (m < 0)
 		return m;
-	struct weft_grant *g = grant_new(rt, (unsigned)m);
-	if (!g)
-		return -ENOMEM;
-	memcpy(g->deps, merged, (size_t)m * sizeof(*merged));
-	*out = g;
-	return 0;
+	return grant_with(rt, merged, (unsigned)m, out);
 }
 
 /* Acquire g for a callback or task: fast, or through the core. */
 static int submit(struct weft_rt *rt, struct weft_grant *g)
 {
-	if (try_fast(rt, g->deps, g->n)) {
-		count_fast_grant(rt);
+	if (grant_fast(rt, g)) {
 		dispatch(rt, g);
 		return 0;
 	}
@@ -673,7 +687,8 @@ static void hop_task(void *p)
 {
 	struct hop *h = p;
 	struct weft_grant *g;
-	int r = grant_prepare(h->rt, h->deps, h->n, &g);
+	/* submit_any merged and checked the deps already. */
+	int r = grant_with(h->rt, h->deps, h->n, &g);
 	if (r == 0) {
 		grant_target(g, h->kind, h->p1, h->p2);
 		r = submit(h->rt, g);
@@ -748,8 +763,7 @@ int weft_try_acquire(weft_rt *rt, const struct weft_dep *deps, size_t n, struct 
 		return r;
 	g->kind = G_CALLBACK;
 	g->u.cb.cb = NULL;
-	if (try_fast(rt, g->deps, g->n)) {
-		count_fast_grant(rt);
+	if (grant_fast(rt, g)) {
 		*out = g;
 		return 0;
 	}
@@ -781,8 +795,7 @@ int weft_acquire_wait(weft_rt *rt, const struct weft_dep *deps, size_t n, struct
 	struct wait_slot slot = { .word = 0, .worker = (w && w->rt == rt) ? w : NULL, .grant = g };
 	g->kind = G_WAIT;
 	g->u.wait = &slot;
-	if (try_fast(rt, g->deps, g->n)) {
-		count_fast_grant(rt);
+	if (grant_fast(rt, g)) {
 		*out = g;
 		return 0;
 	}
