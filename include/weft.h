@@ -11,5 +11,6 @@
 #include <weft/group.h>
 #include <weft/stats.h>
 #include <weft/acquire.h>
+#include <weft/io.h>
 
 #endif

@@ -1,5 +1,6 @@
 /*
- * os.c: the default OS layer: raw futex syscalls and the clock.
+ * os.c: the default OS layer: raw futex syscalls, io_uring set-up and
+ * entry, and the clock.
  *
  * Overview: private futexes only (the words live in this process).  The
  * kernel gives no happens-before edge that ThreadSanitizer can see, so every
@@ -68,6 +69,22 @@ static int sys_numa_distance(int a, int b)
 	return d > 0 ? d : -EINVAL;
 }
 
+static int sys_ring_init(unsigned entries, struct io_uring *ring, struct io_uring_params *p)
+{
+	return io_uring_queue_init_params(entries, ring, p);
+}
+
+static int sys_ring_enter(struct io_uring *ring, unsigned wait_nr)
+{
+	return io_uring_submit_and_wait(ring, wait_nr);
+}
+
+static int sys_eventfd_signal(int fd)
+{
+	uint64_t one = 1;
+	return write(fd, &one, sizeof(one)) == sizeof(one) ? 0 : -errno;
+}
+
 static const struct weft_os default_os = {
 	.futex_wait = sys_futex_wait,
 	.futex_wake = sys_futex_wake,
@@ -75,6 +92,9 @@ static const struct weft_os default_os = {
 	.numa_max_node = sys_numa_max_node,
 	.numa_node_cpus = sys_numa_node_cpus,
 	.numa_distance = sys_numa_distance,
+	.ring_init = sys_ring_init,
+	.ring_enter = sys_ring_enter,
+	.eventfd_signal = sys_eventfd_signal,
 };
 
 const struct weft_os *weft_os_active = &default_os;

@@ -13,6 +13,8 @@
 #include <stdint.h>
 #include <time.h>
 
+#include <liburing.h>
+
 struct weft_os {
 	/* Sleep while *word == expected.  timeout_ns < 0: no timeout.
 	 * Returns 0 or -errno (-EAGAIN, -EINTR, -ETIMEDOUT). */
@@ -30,6 +32,16 @@ struct weft_os {
 	int (*numa_node_cpus)(int node, cpu_set_t *out);
 	/* SLIT distance between two nodes (10 = local), or -errno. */
 	int (*numa_distance)(int a, int b);
+
+	/* io_uring (ring.c).  Set up a ring: liburing's
+	 * io_uring_queue_init_params, 0 or -errno (-EPERM/-ENOSYS where
+	 * io_uring is forbidden or missing). */
+	int (*ring_init)(unsigned entries, struct io_uring *ring, struct io_uring_params *p);
+	/* Submit what is queued and wait for at least wait_nr completions
+	 * (io_uring_submit_and_wait); >= 0 or -errno. */
+	int (*ring_enter)(struct io_uring *ring, unsigned wait_nr);
+	/* Add 1 to an eventfd (the eventfd park's wake); 0 or -errno. */
+	int (*eventfd_signal)(int fd);
 };
 
 /* The table in use; tests replace it with weft_os_set() and restore it with
@@ -46,6 +58,21 @@ static inline int os_futex_wait(uint32_t *word, uint32_t expected, int64_t timeo
 static inline int os_futex_wake(uint32_t *word, int n)
 {
 	return weft_os_active->futex_wake(word, n);
+}
+
+static inline int os_ring_init(unsigned entries, struct io_uring *ring, struct io_uring_params *p)
+{
+	return weft_os_active->ring_init(entries, ring, p);
+}
+
+static inline int os_ring_enter(struct io_uring *ring, unsigned wait_nr)
+{
+	return weft_os_active->ring_enter(ring, wait_nr);
+}
+
+static inline int os_eventfd_signal(int fd)
+{
+	return weft_os_active->eventfd_signal(fd);
 }
 
 uint64_t os_now_ns(void);

@@ -40,6 +40,7 @@
 #include "rt.h"
 
 #include "os.h"
+#include "ring.h"
 
 static inline uint64_t worker_mask(const struct weft_node *n, const struct weft_worker *w, unsigned *word)
 {
@@ -55,8 +56,12 @@ static void deliver_token(struct weft_worker *w)
 	 * the waker did before (the task it pushed, the group it finished) is
 	 * visible to the woken worker. */
 	uint32_t old = exchange_acq_rel(&w->park_word, PARK_TOKEN);
+	/* A worker asleep on its ring's FUTEX_WAIT is woken by the same
+	 * FUTEX_WAKE; one asleep on the eventfd read by the eventfd. */
 	if (old == PARK_SLEEPING)
 		os_futex_wake(&w->park_word, 1);
+	else if (old == PARK_SLEEPING_EFD)
+		os_eventfd_signal(ring_wake_fd(w));
 }
 
 /* Claim one parked worker of node `ni`.  The claimed worker comes back as
@@ -230,23 +235,45 @@ void park_worker(struct weft_worker *w, unsigned kind, bool (*recheck)(void *ctx
 	}
 
 	bool woke_from_sleep = false;
+	/* A worker with a ring sleeps on it: it wakes for a token or for a
+	 * completion of its own I/O (ring.c). */
+	uint32_t sleeping = w->ring ? ring_sleep_value(w) : PARK_SLEEPING;
+	bool io_woke = false;
 	for (;;) {
 		/* acquire: pairs with deliver_token's exchange. */
 		uint32_t v = load_acquire(&w->park_word);
 		if (v == PARK_TOKEN)
 			break;
 		if (v == PARK_AWAKE) {
-			cas_acq_rel(&w->park_word, &v, PARK_SLEEPING);
+			cas_acq_rel(&w->park_word, &v, sleeping);
 			continue;
 		}
 		if (woke_from_sleep)
 			store_relaxed(&w->stats.spurious_wakeups, w->stats.spurious_wakeups + 1);
+		if (w->ring) {
+			if (ring_sleep(w, sleeping)) {
+				io_woke = true;
+				break;
+			}
+			/* The poll park wakes every ms by design. */
+			woke_from_sleep = !ring_park_polls(w);
+			continue;
+		}
 		os_futex_wait(&w->park_word, PARK_SLEEPING, -1);
 		woke_from_sleep = true;
 	}
-	store_relaxed(&w->park_word, PARK_AWAKE);
-	store_relaxed(&w->stats.wakeups, w->stats.wakeups + 1);
+	if (io_woke) {
+		/* Woken by a completion: take back the sleeping mark (a token
+		 * that raced in is consumed with it; a claimer's claim is seen
+		 * below in our idle bit). */
+		exchange_acq_rel(&w->park_word, PARK_AWAKE);
+	} else {
+		store_relaxed(&w->park_word, PARK_AWAKE);
+		store_relaxed(&w->stats.wakeups, w->stats.wakeups + 1);
+	}
 
+	if (w->ring)
+		ring_after_park(w);
 	if (claimed_or_token) {
 		w->spinning = true;
 		return;

@@ -37,7 +37,9 @@
 #include <weft/version.h>
 
 #include "acquire.h"
+#include "io.h"
 #include "os.h"
+#include "ring.h"
 
 enum { GATE_CLOSED = 0, GATE_OPEN = 1, GATE_ABORT = 2 };
 
@@ -131,11 +133,14 @@ static void worker_entry(void *p)
 	if (rt->pin && rt->threads->pin)
 		rt->threads->pin(rt->threads->ctx, w->cpu);
 	worker_main(w);
+	/* The ring belongs to this thread (SINGLE_ISSUER): close it here. */
+	ring_fini(w);
 	weft_tls_worker = NULL;
 }
 
 static void free_rt(struct weft_rt *rt)
 {
+	io_fini(rt);
 	for (unsigned i = 0; i < rt->nworkers; i++) {
 		struct weft_worker *w = rt->workers[i];
 		if (!w)
@@ -245,7 +250,10 @@ static int build(struct weft_rt *rt, const struct weft_config *cfg)
 		}
 		rt->nodes[n]->count = idx - rt->nodes[n]->first;
 	}
-	return acquire_init(rt, cfg);
+	r = acquire_init(rt, cfg);
+	if (r < 0)
+		return r;
+	return io_init(rt, cfg);
 }
 
 int weft_create(weft_rt **out, const struct weft_config *cfg)
@@ -307,6 +315,10 @@ static bool rt_any_queued(struct weft_rt *rt)
 
 bool rt_try_exit(struct weft_rt *rt)
 {
+	/* I/O first: a completion queues its callback task before it stops
+	 * counting as in flight, so this order cannot miss both. */
+	if (io_busy(rt))
+		return false;
 	if (rt_any_queued(rt))
 		return false;
 	/* Requests still waiting now can never be granted: cancel them.
@@ -349,6 +361,8 @@ void weft_destroy(weft_rt *rt)
 	store_seq_cst(&rt->state, RT_DRAINING);
 	wait_submitters(rt);
 	store_seq_cst(&rt->state, RT_QUIESCED);
+	/* I/O in flight is cancelled; each callback gets -ECANCELED. */
+	io_shutdown(rt);
 	/* seq_cst: if the last worker parked before QUIESCED was visible, we
 	 * see its count here and finish the job ourselves. */
 	if (load_seq_cst(&rt->nparked_main) == rt->nworkers)
@@ -443,5 +457,7 @@ int weft_stats(weft_rt *rt, struct weft_stats *out)
 	}
 	if (rt->acq)
 		acquire_stats(rt, &out->acquire);
+	if (rt->io)
+		io_stats(rt, &out->io);
 	return 0;
 }

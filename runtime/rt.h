@@ -32,6 +32,11 @@
 #include "task.h"
 #include "topology.h"
 
+struct ring;
+struct io_op;
+struct weft_io;
+struct ring_setup;
+
 #define IDLE_WORDS ((WEFT_MAX_WORKERS + 63) / 64)
 
 /* idle_state packs two counts so that the spawn path reads one word. */
@@ -41,7 +46,7 @@
 #define IDLE_PARKED(s) ((s) >> 16)
 
 /* park_word values. */
-enum { PARK_AWAKE = 0, PARK_SLEEPING = 1, PARK_TOKEN = 2 };
+enum { PARK_AWAKE = 0, PARK_SLEEPING = 1, PARK_TOKEN = 2, PARK_SLEEPING_EFD = 3 };
 
 /* Why a worker parks: only main-loop parks count towards termination. */
 enum { PARK_KIND_MAIN = 0, PARK_KIND_WAIT = 1 };
@@ -81,10 +86,15 @@ struct weft_worker {
 	struct weft_group *pend_group;
 	uint32_t pend_count;
 	void *thread;           /* handle from weft_thread_ops.start */
+	struct ring *ring;      /* io_uring backend (ring.c), made on first use */
+	struct io_op *io_cache; /* free I/O op records (io.c) */
+	unsigned io_cache_n;
 
 	/* Written by wakers as well as the owner. */
 	uint32_t park_word WEFT_ALIGNED;
 	uint32_t park_kind;
+	/* Cancel requests for this worker's ring from other threads (ring.c). */
+	void *io_mail;
 
 	/* Owner writes with relaxed stores, weft_stats reads relaxed. */
 	struct worker_counters stats WEFT_ALIGNED;
@@ -140,6 +150,11 @@ struct weft_rt {
 	struct weft_node *nodes[WEFT_MAX_NODES];
 	struct weft_topology topo;
 	struct weft_acquire *acq;     /* component scheduler, acquire.c */
+	struct weft_io *io;           /* I/O front end, io.c */
+	const struct ring_setup *io_setup; /* io_uring backend, or NULL */
+	/* weft_destroy has begun: rings cancel what they hold (io.c).
+	 * Written once; read by ring_poll, so it sits with read-mostly fields. */
+	uint32_t io_shutdown;
 
 	/* Outside submitters and weft_destroy. */
 	uint32_t state WEFT_ALIGNED;

@@ -28,6 +28,7 @@
 #include <string.h>
 
 #include "os.h"
+#include "ring.h"
 
 __thread struct weft_worker *weft_tls_worker __attribute__((tls_model("initial-exec")));
 
@@ -183,6 +184,13 @@ static struct weft_task *find_work(struct weft_worker *w)
 	struct weft_task *t = deque_pop(&w->deque);
 	if (t)
 		return t;
+	/* Out of own work: submit what our tasks queued on the ring, and run
+	 * what it completed before looking elsewhere. */
+	if (w->ring && ring_poll(w)) {
+		t = deque_pop(&w->deque);
+		if (t)
+			return t;
+	}
 	/* Out of own work: let waiters see what we finished. */
 	if (w->pend_group)
 		group_flush(w);
@@ -228,6 +236,9 @@ static struct weft_task *find_work(struct weft_worker *w)
 struct weft_task *worker_next(struct weft_worker *w)
 {
 	if (unlikely(++w->tick % INJECT_TICK == 0)) {
+		/* Also flush our ring's submissions and reap its completions. */
+		if (w->ring)
+			ring_poll(w);
 		struct weft_task *t = take_own_node_injected(w);
 		if (t)
 			return t;
@@ -241,6 +252,8 @@ bool worker_work_visible(struct weft_worker *w)
 	struct weft_rt *rt = w->rt;
 	struct weft_node *own = rt->nodes[w->node];
 	if (deque_size(&w->deque) > 0)
+		return true;
+	if (w->ring && ring_has_work(w))
 		return true;
 	/* seq_cst: pairs with the submitter's fence after its push. */
 	if (inject_nonempty_seq_cst(&own->affine) || inject_nonempty_seq_cst(&own->shared))

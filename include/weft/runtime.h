@@ -53,6 +53,17 @@ struct weft_config {
 	unsigned max_bypass;
 	/* Grant conflicting requests strictly in arrival order. */
 	bool strict_order;
+
+	/* I/O (weft/io.h). */
+	/* Backend: WEFT_IO_AUTO (0: env WEFT_IO=uring|threads, else io_uring
+	 * when the kernel allows it, else threads), WEFT_IO_URING (weft_create
+	 * fails if io_uring cannot be used) or WEFT_IO_THREADS. */
+	unsigned io;
+	/* Submission queue entries per worker ring; 0 means 256. */
+	unsigned io_entries;
+	/* How a worker with a ring parks (enum weft_io_park); 0: env
+	 * WEFT_IO_PARK=futex|eventfd|poll, else the best the kernel has. */
+	unsigned io_park;
 };
 
 /* Create a runtime.  cfg NULL means defaults.  0 or -errno; on failure

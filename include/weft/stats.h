@@ -37,11 +37,24 @@ struct weft_acquire_stats {
 	uint64_t max_bypassed;    /* largest number of times one request was overtaken */
 };
 
+struct weft_io_stats {
+	unsigned backend;         /* enum weft_io_backend in use */
+	unsigned park;            /* enum weft_io_park in use (0: threads backend) */
+	uint64_t submitted;       /* operations accepted */
+	uint64_t completed;       /* callbacks queued (cancelled ones included) */
+	uint64_t cancelled;       /* completions with -ECANCELED */
+	uint64_t ring_parks;      /* times a worker slept in io_uring_enter */
+	uint64_t sq_full;         /* times a submission found the SQ full */
+	uint64_t backlogged;      /* submissions queued in user space meanwhile */
+	uint64_t cq_overflows;    /* times the kernel reported CQ overflow */
+};
+
 struct weft_stats {
 	unsigned workers;
 	unsigned nodes;
 	struct weft_worker_stats worker[WEFT_MAX_WORKERS];
 	struct weft_acquire_stats acquire;
+	struct weft_io_stats io;
 };
 
 /* Fill *out.  0 or -EINVAL. */

@@ -251,7 +251,7 @@ def build_guest_program(src, build, lib, out):
            "-Wall", "-Wextra", "-Werror",
            "-iquote", os.path.join(src, "runtime"),
            "-I", os.path.join(src, "include"), "-I", os.path.join(build, "include"),
-           os.path.join(here, "numa_guest.c"), lib, "-lnuma", "-lpthread", "-o", out]
+           os.path.join(here, "numa_guest.c"), lib, "-lnuma", "-luring", "-lpthread", "-o", out]
     r = run(cmd)
     if r.returncode != 0:
         print(r.stdout, file=sys.stderr)
