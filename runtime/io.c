@@ -31,6 +31,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -244,10 +245,8 @@ static int start_threads(struct weft_rt *rt)
 static int backend_submit(struct weft_rt *rt, struct weft_worker *w, struct io_op *op)
 {
 	struct weft_io *io = rt->io;
-	if (io->backend == WEFT_IO_URING) {
-		op->owner = (uint16_t)w->index;
+	if (io->backend == WEFT_IO_URING)
 		return ring_submit(w, op);
-	}
 	/* acquire: pairs with start_threads' unlock (io->th is written under
 	 * the lock; a NULL read just takes the lock). */
 	if (unlikely(!load_acquire(&io->th))) {
@@ -277,6 +276,8 @@ static void submit_task(void *arg)
 	 * op's fields) and with a canceller's CAS. */
 	if (!cas_acq_rel(&op->sg, &sg, op_sg(sg >> 8, OP_INFLIGHT)))
 		return;
+	/* release: pairs with weft_io_cancel's load_acquire of owner. */
+	store_release(&op->owner, (uint16_t)w->index);
 	/* seq_cst: pairs with io_shutdown's store; see ring.c take_mail. */
 	int r = load_seq_cst(&rt->io_shutdown) ? -ECANCELED : backend_submit(rt, w, op);
 	if (r < 0)
@@ -308,7 +309,7 @@ static int submit(struct weft_rt *rt, const struct io_op *tmpl)
 	op->addr = tmpl->addr;
 	op->addr2 = tmpl->addr2;
 	op->res = 0;
-	op->owner = 0;
+	store_relaxed(&op->owner, w ? (uint16_t)w->index : (uint16_t)OWNER_UNKNOWN);
 	int handle = handle_of(rt, op, sg);
 	if (w) {
 		/* release: a canceller on another thread reads the fields. */
@@ -495,7 +496,15 @@ int weft_io_cancel(weft_rt *rt, int handle)
 			return 0;
 		case OP_INFLIGHT:
 			if (io->backend == WEFT_IO_URING) {
-				ring_cancel(rt->workers[op->owner], handle);
+				/* acquire: pairs with submit_task's store_release; an
+				 * outside op is a few instructions from knowing its
+				 * worker. */
+				uint16_t owner = load_acquire(&op->owner);
+				if (owner == OWNER_UNKNOWN) {
+					sched_yield();
+					continue;
+				}
+				ring_cancel(rt->workers[owner], handle);
 				return 0;
 			} else {
 				int r = io_threads_cancel(io->th, op, sg);

@@ -53,6 +53,7 @@ enum io_state { OP_FREE = 0, OP_QUEUED = 1, OP_INFLIGHT = 2, OP_DONE = 3 };
 
 #define IO_INDEX_BITS 20
 #define IO_MAX_OPS (1u << IO_INDEX_BITS) /* slot 0 is never used */
+#define OWNER_UNKNOWN 0xffffu
 #define IO_GEN_MASK ((1u << (31 - IO_INDEX_BITS)) - 1)
 
 struct io_op {
@@ -64,7 +65,9 @@ struct io_op {
 	uint32_t sg;
 	uint8_t opcode;      /* enum io_opcode */
 	uint8_t cancel_asked;/* weft_io_cancel was called (atomic) */
-	uint16_t owner;      /* ring backend: index of the worker whose ring holds it */
+	/* Ring backend: the worker whose ring holds it; OWNER_UNKNOWN while an
+	 * outside op is between QUEUED and its submitting task's store. */
+	uint16_t owner;
 	int fd;
 	int res;             /* the result, once OP_DONE */
 	uint32_t len;        /* buffer length, or iovcnt */
