@@ -8,7 +8,9 @@
  * --filter.
  *
  * Baselines (baselines.h) are real code built beside this file; one that
- * was not built shows "n/a (why)".
+ * was not built shows "n/a (why)".  The io group (issue 4) is in
+ * io_bench.c: it also runs servers and load generators as child
+ * processes, and a program that is not built shows "skipped: why".
  */
 #define _GNU_SOURCE 1
 #include <weft.h>
@@ -16,6 +18,7 @@
 #include "baselines.h"
 #include "bench_util.h"
 #include "ecs.h"
+#include "io_bench.h"
 
 #include <errno.h>
 #include <math.h>
@@ -43,12 +46,16 @@ struct mode {
 	unsigned wake_samples;
 	uint64_t mem_tasks;
 	unsigned timeout_s; /* watchdog; 0: none */
+	struct io_bench_params io;
 };
 
-static const struct mode mode_full = { "full", 35, 5, 10000000, 1000, 100000000, 0 };
+static const struct mode mode_full = { "full", 35, 5, 10000000, 1000, 100000000, 0,
+				       { 5, 2.0, 2000, 5.0, 3, 1000000, 3, 300 } };
 /* The README's bench command: well under 2 minutes on 2 CPUs.  The
- * watchdog only catches a hung runtime. */
-static const struct mode mode_quick = { "quick", 30, 3, 2000000, 200, 10000000, 300 };
+ * watchdog only catches a hung runtime.  The io group takes about 25 s of
+ * it (servers started as processes, 1 s idle windows). */
+static const struct mode mode_quick = { "quick", 30, 3, 2000000, 200, 10000000, 300,
+					{ 3, 0.5, 500, 1.0, 2, 200000, 2, 30 } };
 
 static struct mode M;
 static const char *filters[MAX_FILTERS];
@@ -988,6 +995,13 @@ static void group_ecs(void)
 	bench_print_row(row);
 }
 
+/* ---- I/O (issue 4): io_bench.c ---- */
+
+static void group_io(void)
+{
+	errors += bench_group_io(&M.io);
+}
+
 /* ---- main ---- */
 
 static const struct {
@@ -1003,6 +1017,8 @@ static const struct {
 	{ "idle", group_idle, "CPU used by an idle runtime" },
 	{ "memory", group_memory, "RSS before and after many tasks in batches" },
 	{ "ecs", group_ecs, "component scheduler: ECS workload vs rwlocks, condvar, OpenMP depend" },
+	{ "io", group_io, "I/O: chained reads vs raw liburing, ring-parked wake, echo vs epoll, "
+			  "kv vs redis-server, idle servers" },
 };
 #define NGROUPS (sizeof GROUPS / sizeof GROUPS[0])
 
@@ -1108,7 +1124,7 @@ int main(int argc, char **argv)
 	if (fib_n > 0)
 		M.fib_n = (int)fib_n;
 	if (reps > 0)
-		M.reps = (unsigned)reps;
+		M.reps = M.io.reps = (unsigned)reps;
 	if (timeout >= 0)
 		M.timeout_s = (unsigned)timeout;
 	for (unsigned f = 0; f < nfilters; f++) {
@@ -1134,6 +1150,10 @@ int main(int argc, char **argv)
 			   "%llu memory tasks",
 		   M.name, M.fib_n, M.reps, (unsigned long long)M.flat_tasks, M.wake_samples,
 		   (unsigned long long)M.mem_tasks);
+	bench_meta("io", "reads %.1f s x %u, %u ring-wake samples, echo %.1f s x %u, "
+			 "redis-benchmark -n %u x %u",
+		   M.io.read_seconds, M.io.reps, M.io.wake_samples, M.io.echo_seconds, M.io.echo_rounds,
+		   M.io.kv_requests, M.io.kv_rounds);
 	bench_meta("cpus", "%d in the affinity mask, %ld online",
 		   sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : -1,
 		   sysconf(_SC_NPROCESSORS_ONLN));
