@@ -166,17 +166,22 @@ static struct weft_worker *self_in(struct weft_rt *rt)
 	return w && w->rt == rt ? w : NULL;
 }
 
-/* The callback, as a task: free the op first (its handle goes stale, a
- * callback that submits again may reuse the slot), then call. */
-static void callback_task(void *arg)
+/* Free the op first (its handle goes stale, a callback that submits again
+ * may reuse the slot), then call.  w is the calling worker or NULL. */
+static void run_callback(struct weft_rt *rt, struct weft_worker *w, struct io_op *op)
 {
-	struct io_op *op = arg;
-	struct weft_worker *w = weft_tls_worker;
 	weft_io_fn fn = op->fn;
 	void *ctx = op->ctx;
 	int res = op->res;
-	op_release(w->rt, w, op);
+	op_release(rt, w, op);
 	fn(res, ctx);
+}
+
+/* The callback, as a task. */
+static void callback_task(void *arg)
+{
+	struct weft_worker *w = weft_tls_worker;
+	run_callback(w->rt, w, arg);
 }
 
 /* op is DONE with its result set: queue its callback. */
@@ -205,19 +210,25 @@ static void queue_callback(struct weft_rt *rt, struct io_op *op)
 	if (rt_push_outside(rt, -1, false, callback_task, op, NULL, true) == 0)
 		return;
 	/* Out of memory everywhere: run it here rather than lose it. */
-	callback_task(op);
+	run_callback(rt, w, op);
 }
 
-void io_complete(struct weft_rt *rt, struct io_op *op, int res)
+/* An INFLIGHT op is done with res: mark it and queue its callback. */
+static void finish(struct weft_rt *rt, struct io_op *op, int res)
 {
-	struct weft_io *io = rt->io;
 	uint32_t sg = load_relaxed(&op->sg);
 	op->res = res;
 	/* release: the callback task (maybe on another worker) reads res;
 	 * cancel reads the state. */
 	store_release(&op->sg, op_sg(sg >> 8, OP_DONE));
-	bool threads = io->backend == WEFT_IO_THREADS;
 	queue_callback(rt, op);
+}
+
+void io_complete(struct weft_rt *rt, struct io_op *op, int res)
+{
+	struct weft_io *io = rt->io;
+	bool threads = io->backend == WEFT_IO_THREADS;
+	finish(rt, op, res);
 	if (threads) {
 		fetch_add_relaxed(&io->th_stats.completed, 1);
 		if (res == -ECANCELED)
@@ -280,8 +291,9 @@ static void submit_task(void *arg)
 	store_release(&op->owner, (uint16_t)w->index);
 	/* seq_cst: pairs with io_shutdown's store; see ring.c take_mail. */
 	int r = load_seq_cst(&rt->io_shutdown) ? -ECANCELED : backend_submit(rt, w, op);
+	/* Never reached a backend: no backend count to give back. */
 	if (r < 0)
-		io_complete(rt, op, r);
+		finish(rt, op, r);
 }
 
 static int submit(struct weft_rt *rt, const struct io_op *tmpl)
@@ -507,9 +519,16 @@ int weft_io_cancel(weft_rt *rt, int handle)
 				ring_cancel(rt->workers[owner], handle);
 				return 0;
 			} else {
-				int r = io_threads_cancel(io->th, op, sg);
-				if (r == -ENOENT)
+				/* acquire: pairs with io_threads_start's release of
+				 * io->th.  NULL: the op is between its INFLIGHT mark
+				 * and the backend's first start; so is -ENOENT from a
+				 * backend that has not seen it yet. */
+				struct io_threads *th = load_acquire(&io->th);
+				int r = th ? io_threads_cancel(th, op, sg) : -ENOENT;
+				if (r == -ENOENT) {
+					sched_yield();
 					continue;
+				}
 				return 0;
 			}
 		default:

@@ -64,7 +64,6 @@ struct io_op {
 	 * generation is bumped when the slot is freed. */
 	uint32_t sg;
 	uint8_t opcode;      /* enum io_opcode */
-	uint8_t cancel_asked;/* weft_io_cancel was called (atomic) */
 	/* Ring backend: the worker whose ring holds it; OWNER_UNKNOWN while an
 	 * outside op is between QUEUED and its submitting task's store. */
 	uint16_t owner;
@@ -76,7 +75,9 @@ struct io_op {
 	void *addr;          /* buffer, iovec array, path, sockaddr */
 	void *addr2;         /* accept: socklen_t * */
 	struct io_op *next;  /* free lists, backlogs, the helper threads' lists */
-	uint64_t aux[2];     /* backend-private (ring: timespec; threads: deadline) */
+	uint64_t aux[2];     /* backend-private (ring: the timeout's timespec;
+			      * threads: see io_threads.c, aux[1] outlives
+			      * the completion for the cancel check) */
 };
 
 static inline uint32_t io_op_handle_index(int handle)

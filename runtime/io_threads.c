@@ -19,15 +19,20 @@
  * read on a helper) is what keeps a read on an idle pipe cancellable and
  * lets weft_destroy finish, as with io_uring.
  *
+ * On a pipe or socket the offset of a read or write is ignored, as
+ * io_uring does for stream files (pread there would give ESPIPE).
+ *
  * The poller sleeps in ppoll(2) on the eventfd (new ops, cancels,
  * shutdown) plus one entry per distinct fd among its waiting ops (the
  * events of several ops on one fd are OR'ed, so a recv and a send on one
  * socket share an entry and the array never outgrows RLIMIT_NOFILE), with
- * the earliest IOP_TIMEOUT deadline as its timeout (ns precision).  When
- * an op's fd is ready it tries the syscall without blocking: recv/send
- * with MSG_DONTWAIT, preadv2/pwritev2 at the current position with
- * RWF_NOWAIT, accept4(SOCK_CLOEXEC) on an O_NONBLOCK listener, connect
- * then SO_ERROR.  EAGAIN puts the op back to waiting.  IOP_POLL completes
+ * the earliest IOP_TIMEOUT deadline as its timeout (ns precision).  Like
+ * io_uring, it tries each new op once at once (so data already there
+ * costs no wait, and ENOTSOCK and the like come at once), and again each
+ * time the op's fd is ready, without blocking: recv/send with
+ * MSG_DONTWAIT, preadv2/pwritev2 at the current position with RWF_NOWAIT,
+ * accept4(SOCK_CLOEXEC) on an O_NONBLOCK listener, connect then SO_ERROR.
+ * EAGAIN puts the op back to waiting.  IOP_POLL completes
  * with the ready events (those asked for plus POLLERR/POLLHUP; POLLNVAL
  * gives -EBADF, as io_uring's bad-fd result).  IOP_TIMEOUT completes with
  * 0 once CLOCK_MONOTONIC >= submit time + ns, never earlier.  An op with a
@@ -126,16 +131,16 @@
  *    process signals go to application threads (and a send to a closed
  *    socket gives EPIPE without a SIGPIPE that kills the process).
  *
- * Atomics: none of our own; every shared field is guarded by t->lock, and
- * the op fields io.c wrote before io_threads_submit reach our threads
- * through that lock.  op->sg (io.c's word) is only read, relaxed: see
- * op_gen() and io_threads_cancel.
+ * Atomics: every shared field of ours is guarded by t->lock, and the op
+ * fields io.c wrote before io_threads_submit reach our threads through
+ * that lock.  op->sg (io.c's word) is only read, relaxed: see op_gen() and
+ * io_threads_cancel.  io_threads_start publishes *out with a release
+ * store, for io.c's lock-free acquire load of it.
  */
 #include "io.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -156,6 +161,7 @@
 #define IOT_MAX_RW 0x7ffff000u          /* MAX_RW_COUNT with 4 KiB pages */
 #define IOT_RETRY_NS 10000000ull        /* 10 ms: after an allocation or ppoll failure */
 #define IOT_MAX_SLEEP_NS 86400000000000ull /* one day: longer deadlines are re-armed */
+#define IOT_FDMAP_MAX (1u << 20)        /* fds merged through the map (8 MiB at most) */
 
 /* What an attempt asks for besides a result. */
 #define ATTEMPT_WAIT (-0x40000001)      /* not ready: wait in the poller */
@@ -175,7 +181,7 @@ enum {
 #define ST_MASK 0xfu
 #define F_CANCEL 0x10u     /* io_threads_cancel asked */
 #define F_GATED 0x20u      /* on a helper: poll(fd, 0) first, back to the poller if not ready */
-#define F_FRESH 0x40u      /* poller: try at once, without waiting for readiness (connect) */
+#define F_FRESH 0x40u      /* poller: try once before waiting for readiness */
 #define F_CONNECTING 0x80u /* connect said EINPROGRESS: wait for POLLOUT, then SO_ERROR */
 
 /* A ready op the poller tries outside the lock. */
@@ -405,21 +411,28 @@ static bool poller_grow(struct poller *p, size_t need)
 	return true;
 }
 
-/* The pfd entry for fd in this pass, shared by every op on fd. */
+/* A new pfd entry for fd. */
+static uint32_t pfd_new(struct poller *p, int fd, short events)
+{
+	uint32_t s = (uint32_t)p->npfd++; /* pfd has room for one per op */
+	p->pfd[s] = (struct pollfd){ .fd = fd, .events = events };
+	return s;
+}
+
+/* The pfd entry for fd in this pass, shared by every op on fd (through
+ * fdmap; an fd the map cannot hold, such as a bogus 1 << 30, gets an entry
+ * of its own). */
 static uint32_t pfd_slot(struct poller *p, int fd, short events)
 {
+	if ((size_t)fd >= IOT_FDMAP_MAX)
+		return pfd_new(p, fd, events);
 	if ((size_t)fd >= p->fdmap_len) {
 		size_t len = p->fdmap_len ? p->fdmap_len * 2 : 256;
 		while (len <= (size_t)fd)
 			len *= 2;
 		uint64_t *m = realloc(p->fdmap, len * sizeof *m);
-		if (!m) {
-			/* No merging for this fd: an entry of its own (pfd has
-			 * room for one per op). */
-			uint32_t s = (uint32_t)p->npfd++;
-			p->pfd[s] = (struct pollfd){ .fd = fd, .events = events };
-			return s;
-		}
+		if (!m)
+			return pfd_new(p, fd, events);
 		memset(m + p->fdmap_len, 0, (len - p->fdmap_len) * sizeof *m);
 		p->fdmap = m;
 		p->fdmap_len = len;
@@ -429,8 +442,7 @@ static uint32_t pfd_slot(struct poller *p, int fd, short events)
 		p->pfd[(uint32_t)e].events |= events;
 		return (uint32_t)e;
 	}
-	uint32_t s = (uint32_t)p->npfd++;
-	p->pfd[s] = (struct pollfd){ .fd = fd, .events = events };
+	uint32_t s = pfd_new(p, fd, events);
 	p->fdmap[fd] = (uint64_t)p->stamp << 32 | s;
 	return s;
 }
@@ -461,7 +473,9 @@ static void attempt_msg(struct busy *b)
 	else
 		r = send(op->fd, buf, len - b->done, (int)op->flags | MSG_DONTWAIT);
 	if (r < 0) {
-		if (again(errno))
+		/* The caller's own MSG_DONTWAIT means "do not wait": -EAGAIN,
+		 * as io_uring answers. */
+		if (again(errno) && !(op->flags & MSG_DONTWAIT))
 			b->res = ATTEMPT_WAIT;
 		else
 			b->res = b->done ? (int)b->done : -errno;
@@ -536,7 +550,8 @@ static void attempt(struct busy *b)
 		if (fl < 0) {
 			b->res = -errno;
 		} else if (!(fl & O_NONBLOCK)) {
-			b->res = ATTEMPT_HELPER; /* accept4 could block: gated */
+			/* accept4 could block: gated, once poll says ready. */
+			b->res = b->rev ? ATTEMPT_HELPER : ATTEMPT_WAIT;
 		} else {
 			int r = accept4(op->fd, (struct sockaddr *)op->addr, (socklen_t *)op->addr2, SOCK_CLOEXEC);
 			b->res = r >= 0 ? r : again(errno) ? ATTEMPT_WAIT : -errno;
@@ -835,14 +850,18 @@ static void *helper_main(void *arg)
 
 /* ---- the interface ---- */
 
-/* A file whose reads and writes can wait for readiness (not a regular
- * file, block device or directory). */
-static bool pollable_file(int fd)
+/* Whether a read or write goes to the poller: on a pipe or socket (the
+ * offset is then ignored, as io_uring does for stream files), or at
+ * WEFT_IO_CUR on any file that is not a regular file, block device or
+ * directory (ttys, eventfds, character devices). */
+static bool pollable_rw(const struct io_op *op)
 {
 	struct stat st;
-	if (fstat(fd, &st) < 0)
+	if (fstat(op->fd, &st) < 0)
 		return false; /* the helper reports the error */
-	return !S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode) && !S_ISDIR(st.st_mode);
+	if (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode))
+		return true;
+	return op->off == WEFT_IO_CUR && !S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode) && !S_ISDIR(st.st_mode);
 }
 
 void io_threads_submit(struct io_threads *t, struct io_op *op)
@@ -858,9 +877,13 @@ void io_threads_submit(struct io_threads *t, struct io_op *op)
 		break;
 	}
 	case IOP_POLL:
+		break;
+	/* The others are tried once at once, as io_uring does: no wait
+	 * when the data is there, and errors such as ENOTSOCK come now. */
 	case IOP_ACCEPT:
 	case IOP_RECV:
 	case IOP_SEND:
+		fl = F_FRESH;
 		break;
 	case IOP_CONNECT: {
 		int f = fcntl(op->fd, F_GETFL);
@@ -874,7 +897,8 @@ void io_threads_submit(struct io_threads *t, struct io_op *op)
 	case IOP_WRITE:
 	case IOP_READV:
 	case IOP_WRITEV:
-		poller = op->off == WEFT_IO_CUR && pollable_file(op->fd);
+		poller = pollable_rw(op);
+		fl = poller ? F_FRESH : 0;
 		break;
 	default:
 		poller = false;
@@ -904,6 +928,11 @@ int io_threads_cancel(struct io_threads *t, struct io_op *op, uint32_t sg)
 	int ret = 0;
 	bool kick = false, now = false;
 
+	/* The first op's submitter may still be starting us (io.c stores
+	 * OP_INFLIGHT before backend_submit starts the threads): not known
+	 * here yet, so the caller looks at the op again. */
+	if (!t)
+		return -ENOENT;
 	pthread_mutex_lock(&t->lock);
 	/* relaxed: t->lock orders it.  A newer incarnation stores its sg
 	 * before its io_threads_submit takes the lock and writes aux[1], so
@@ -977,8 +1006,11 @@ void io_threads_stop(struct io_threads *t)
 		io_threads_shutdown(t);
 	pthread_mutex_lock(&t->lock);
 	t->stop = true;
+	bool kick = t->efd >= 0 && need_kick(t);
 	pthread_cond_broadcast(&t->work);
 	pthread_mutex_unlock(&t->lock);
+	if (kick)
+		kick_poller(t);
 	if (t->poller_started)
 		pthread_join(t->poller, NULL);
 	for (unsigned i = 0; i < t->nhelpers; i++)
@@ -1042,6 +1074,8 @@ int io_threads_start(struct weft_rt *rt, struct io_threads **out)
 		io_threads_stop(t);
 		return -err;
 	}
-	*out = t;
+	/* release: pairs with the load_acquire of io->th in io.c's
+	 * backend_submit, which reads *out without io->lock. */
+	store_release(out, t);
 	return 0;
 }

@@ -18,8 +18,9 @@
  *   - Buffers, iovec arrays, paths, addresses and length pointers belong to
  *     the caller and must stay valid until the callback has started.
  *   - NULL callback, NULL rt, or a buffer that is NULL with a length > 0:
- *     -EINVAL.  Once weft_destroy has begun: -ESHUTDOWN.  A bad fd is
- *     reported to the callback (-EBADF).
+ *     -EINVAL.  Once weft_destroy has begun: -ESHUTDOWN.  A negative fd is
+ *     refused with -EBADF; a closed or otherwise bad fd >= 0 is reported
+ *     to the callback (-EBADF).
  *   - From a worker the operation goes to that worker's ring without locks;
  *     from any other thread it is handed to a worker through the node's
  *     injection queue.
