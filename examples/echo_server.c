@@ -8,8 +8,6 @@
  *
  *   echo_server [port [bind-address]]     port 0 (the default) picks a free one
  */
-#include <errno.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -21,13 +19,12 @@
 #include <unistd.h>
 #include <weft.h>
 
+/* The listening socket, the accept loop, the stop signals. */
+#include "server.h"
+
 #define ECHO_BUF (64 * 1024)
-/* How long to wait before accepting again when out of fds or memory:
- * retrying at once would only spin. */
-#define ACCEPT_BACKOFF_NS (10 * 1000 * 1000)
 
 static weft_rt *rt;
-static int listen_fd = -1;
 
 /* Totals for the summary line, and the connections not yet freed (must be
  * 0 after weft_destroy, or a callback was lost). */
@@ -43,7 +40,6 @@ struct conn {
 
 static void on_recv(int res, void *ctx);
 static void on_send(int res, void *ctx);
-static void arm_accept(void);
 
 static void conn_close(struct conn *c)
 {
@@ -93,33 +89,9 @@ static void on_send(int res, void *ctx)
 		conn_recv(c);
 }
 
-static void on_backoff(int res, void *ctx)
+/* A new connection, from the accept loop in server.h. */
+static void on_conn(int fd)
 {
-	(void)ctx;
-	if (res == 0)
-		arm_accept();
-}
-
-static void on_accept(int res, void *ctx)
-{
-	(void)ctx;
-	if (res == -ECANCELED)
-		return; /* shutting down; main closes listen_fd */
-	if (res < 0) {
-		/* Out of fds or memory: give closing connections a moment.  Other
-		 * errors (a connection reset before we took it) concern only that
-		 * connection. */
-		if (res == -EMFILE || res == -ENFILE || res == -ENOBUFS || res == -ENOMEM) {
-			if (weft_io_timeout(rt, ACCEPT_BACKOFF_NS, on_backoff, NULL) < 0)
-				fprintf(stderr, "echo_server: cannot accept any more: %s\n", strerror(-res));
-			return;
-		}
-		arm_accept();
-		return;
-	}
-	/* Accept the next one first, so a slow set-up here delays no one. */
-	arm_accept();
-	int fd = res;
 	struct conn *c = malloc(sizeof(*c));
 	if (!c) {
 		close(fd);
@@ -133,71 +105,17 @@ static void on_accept(int res, void *ctx)
 	conn_recv(c);
 }
 
-static void arm_accept(void)
-{
-	int r = weft_io_accept(rt, listen_fd, NULL, NULL, on_accept, NULL);
-	/* -ESHUTDOWN is the normal end; anything else stops new connections
-	 * while the ones we have keep going. */
-	if (r < 0 && r != -ESHUTDOWN)
-		fprintf(stderr, "echo_server: accept: %s\n", strerror(-r));
-}
-
-/* Listen on addr:port (addr NULL: 127.0.0.1); the fd, or -1 after a message. */
-static int listen_on(const char *addr, const char *port)
-{
-	struct addrinfo hints = { .ai_family = AF_UNSPEC,
-				  .ai_socktype = SOCK_STREAM,
-				  .ai_flags = AI_PASSIVE | AI_NUMERICHOST | AI_NUMERICSERV };
-	struct addrinfo *ai;
-	int r = getaddrinfo(addr ? addr : "127.0.0.1", port, &hints, &ai);
-	if (r != 0) {
-		fprintf(stderr, "echo_server: %s port %s: %s\n", addr ? addr : "127.0.0.1", port, gai_strerror(r));
-		return -1;
-	}
-	int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	int one = 1;
-	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-	    bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, SOMAXCONN) < 0) {
-		perror("echo_server: listen");
-		if (fd >= 0)
-			close(fd);
-		fd = -1;
-	}
-	freeaddrinfo(ai);
-	return fd;
-}
-
-static int bound_port(int fd)
-{
-	struct sockaddr_storage ss;
-	socklen_t len = sizeof(ss);
-	if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
-		return -1;
-	if (ss.ss_family == AF_INET6)
-		return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-	return ntohs(((struct sockaddr_in *)&ss)->sin_port);
-}
-
 int main(int argc, char **argv)
 {
-	if (argc > 3 || (argc > 1 && argv[1][0] == '-')) {
+	const char *port, *addr;
+	if ((argc > 1 && argv[1][0] == '-') || !server_args(argc, argv, 1, &port, &addr)) {
 		fprintf(stderr, "usage: %s [port [bind-address]]\n", argv[0]);
 		return 2;
 	}
-	/* Block the stop signals before weft_create, so every worker inherits
-	 * the mask and only sigwait below ever sees them.  Reset them first:
-	 * a shell starts background jobs with SIGINT ignored, and an ignored
-	 * signal is discarded before sigwait could take it. */
-	signal(SIGINT, SIG_DFL);
-	signal(SIGTERM, SIG_DFL);
 	sigset_t stop;
-	sigemptyset(&stop);
-	sigaddset(&stop, SIGINT);
-	sigaddset(&stop, SIGTERM);
-	pthread_sigmask(SIG_BLOCK, &stop, NULL);
-	signal(SIGPIPE, SIG_IGN);
+	server_block_stop_signals(&stop);
 
-	listen_fd = listen_on(argc > 2 ? argv[2] : NULL, argc > 1 ? argv[1] : "0");
+	int listen_fd = server_listen("echo_server", addr, port);
 	if (listen_fd < 0)
 		return 1;
 	int r = weft_create(&rt, NULL);
@@ -205,17 +123,13 @@ int main(int argc, char **argv)
 		fprintf(stderr, "echo_server: weft_create: %s\n", strerror(-r));
 		return 1;
 	}
-	r = weft_io_accept(rt, listen_fd, NULL, NULL, on_accept, NULL);
-	if (r < 0) {
-		fprintf(stderr, "echo_server: accept: %s\n", strerror(-r));
+	struct server_acceptor acceptor = { .rt = rt, .fd = listen_fd, .name = "echo_server", .on_conn = on_conn };
+	if (server_accept_arm(&acceptor) < 0) {
 		weft_destroy(rt);
 		return 1;
 	}
-	printf("listening on port %d\n", bound_port(listen_fd));
-	fflush(stdout);
 
-	int sig;
-	sigwait(&stop, &sig);
+	int sig = server_wait_for_stop(listen_fd, &stop);
 	const char *backend = weft_io_backend(rt) == WEFT_IO_URING ? "io_uring" : "helper threads";
 	/* Cancels the accept and every recv/send in flight; their callbacks
 	 * run (with -ECANCELED) and free the connections before it returns. */

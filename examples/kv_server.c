@@ -21,7 +21,6 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -34,6 +33,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 #include <weft.h>
+
+/* The listening socket, the accept loop, the stop signals. */
+#include "server.h"
 
 /* At most one component per shard in a request, so whatever keys a command
  * or a batch names, its shards fit one weft_spawn_with, and one uint64_t
@@ -52,7 +54,6 @@ _Static_assert(MAX_SHARDS <= 64, "shard sets are uint64_t masks");
  * the memory back once a connection is back to small ones. */
 #define BUF_MIN (16 * 1024)
 #define BUF_SHRINK (1024 * 1024)
-#define ACCEPT_BACKOFF_NS (10 * 1000 * 1000)
 
 /* ---- shard storage: one open-addressing table per shard ---------------- */
 
@@ -284,14 +285,12 @@ struct conn {
 };
 
 static weft_rt *rt;
-static int listen_fd = -1;
 static uint64_t total_conns, total_cmds, total_bytes_in, total_bytes_out;
 static int64_t live_conns;
 
 static void on_recv(int res, void *ctx);
 static void on_send(int res, void *ctx);
 static void conn_next(struct conn *c);
-static void arm_accept(void);
 
 static void conn_close(struct conn *c)
 {
@@ -852,31 +851,9 @@ static void on_send(int res, void *ctx)
 	conn_next(c);
 }
 
-static void on_backoff(int res, void *ctx)
+/* A new connection, from the accept loop in server.h. */
+static void on_conn(int fd)
 {
-	(void)ctx;
-	if (res == 0)
-		arm_accept();
-}
-
-static void on_accept(int res, void *ctx)
-{
-	(void)ctx;
-	if (res == -ECANCELED)
-		return; /* shutting down; main closes listen_fd */
-	if (res < 0) {
-		/* Out of fds or memory: give closing connections a moment.  Other
-		 * errors concern only the connection that failed. */
-		if (res == -EMFILE || res == -ENFILE || res == -ENOBUFS || res == -ENOMEM) {
-			if (weft_io_timeout(rt, ACCEPT_BACKOFF_NS, on_backoff, NULL) < 0)
-				fprintf(stderr, "kv_server: cannot accept any more: %s\n", strerror(-res));
-			return;
-		}
-		arm_accept();
-		return;
-	}
-	arm_accept();
-	int fd = res;
 	struct conn *c = calloc(1, sizeof(*c));
 	if (c) {
 		c->in = malloc(BUF_MIN);
@@ -900,49 +877,7 @@ static void on_accept(int res, void *ctx)
 	conn_recv(c);
 }
 
-static void arm_accept(void)
-{
-	int r = weft_io_accept(rt, listen_fd, NULL, NULL, on_accept, NULL);
-	if (r < 0 && r != -ESHUTDOWN)
-		fprintf(stderr, "kv_server: accept: %s\n", strerror(-r));
-}
-
 /* ---- start-up and shutdown --------------------------------------------- */
-
-static int listen_on(const char *addr, const char *port)
-{
-	struct addrinfo hints = { .ai_family = AF_UNSPEC,
-				  .ai_socktype = SOCK_STREAM,
-				  .ai_flags = AI_PASSIVE | AI_NUMERICHOST | AI_NUMERICSERV };
-	struct addrinfo *ai;
-	int r = getaddrinfo(addr, port, &hints, &ai);
-	if (r != 0) {
-		fprintf(stderr, "kv_server: %s port %s: %s\n", addr, port, gai_strerror(r));
-		return -1;
-	}
-	int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	int one = 1;
-	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-	    bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, SOMAXCONN) < 0) {
-		perror("kv_server: listen");
-		if (fd >= 0)
-			close(fd);
-		fd = -1;
-	}
-	freeaddrinfo(ai);
-	return fd;
-}
-
-static int bound_port(int fd)
-{
-	struct sockaddr_storage ss;
-	socklen_t len = sizeof(ss);
-	if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
-		return -1;
-	if (ss.ss_family == AF_INET6)
-		return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-	return ntohs(((struct sockaddr_in *)&ss)->sin_port);
-}
 
 static void usage(const char *prog)
 {
@@ -981,25 +916,13 @@ int main(int argc, char **argv)
 		usage(argv[0]);
 		return 2;
 	}
-	if (argc - optind > 2) {
+	const char *port, *addr;
+	if (!server_args(argc, argv, optind, &port, &addr)) {
 		usage(argv[0]);
 		return 2;
 	}
-	const char *port = optind < argc ? argv[optind] : "0";
-	const char *addr = optind + 1 < argc ? argv[optind + 1] : "127.0.0.1";
-
-	/* Block the stop signals before weft_create, so every worker inherits
-	 * the mask and only sigwait below ever sees them.  Reset them first:
-	 * a shell starts background jobs with SIGINT ignored, and an ignored
-	 * signal is discarded before sigwait could take it. */
-	signal(SIGINT, SIG_DFL);
-	signal(SIGTERM, SIG_DFL);
 	sigset_t stop;
-	sigemptyset(&stop);
-	sigaddset(&stop, SIGINT);
-	sigaddset(&stop, SIGTERM);
-	pthread_sigmask(SIG_BLOCK, &stop, NULL);
-	signal(SIGPIPE, SIG_IGN);
+	server_block_stop_signals(&stop);
 
 	for (unsigned s = 0; s < nshards; s++) {
 		shards[s].mask = 1023;
@@ -1009,7 +932,7 @@ int main(int argc, char **argv)
 			return 1;
 		}
 	}
-	listen_fd = listen_on(addr, port);
+	int listen_fd = server_listen("kv_server", addr, port);
 	if (listen_fd < 0)
 		return 1;
 	int r = weft_create(&rt, &cfg);
@@ -1028,17 +951,13 @@ int main(int argc, char **argv)
 		}
 		shards[s].comp = (uint32_t)r;
 	}
-	r = weft_io_accept(rt, listen_fd, NULL, NULL, on_accept, NULL);
-	if (r < 0) {
-		fprintf(stderr, "kv_server: accept: %s\n", strerror(-r));
+	struct server_acceptor acceptor = { .rt = rt, .fd = listen_fd, .name = "kv_server", .on_conn = on_conn };
+	if (server_accept_arm(&acceptor) < 0) {
 		weft_destroy(rt);
 		return 1;
 	}
-	printf("listening on port %d\n", bound_port(listen_fd));
-	fflush(stdout);
 
-	int sig;
-	sigwait(&stop, &sig);
+	int sig = server_wait_for_stop(listen_fd, &stop);
 	/* Cancels the accept and every recv/send in flight; batches already
 	 * granted still run.  Every connection is freed by its last callback
 	 * before weft_destroy returns. */

@@ -79,6 +79,11 @@ static int sys_ring_enter(struct io_uring *ring, unsigned wait_nr)
 	return io_uring_submit_and_wait(ring, wait_nr);
 }
 
+static int sys_ring_submit(struct io_uring *ring, bool get_events)
+{
+	return get_events ? io_uring_submit_and_get_events(ring) : io_uring_submit(ring);
+}
+
 static int sys_eventfd_signal(int fd)
 {
 	uint64_t one = 1;
@@ -94,6 +99,7 @@ static const struct weft_os default_os = {
 	.numa_distance = sys_numa_distance,
 	.ring_init = sys_ring_init,
 	.ring_enter = sys_ring_enter,
+	.ring_submit = sys_ring_submit,
 	.eventfd_signal = sys_eventfd_signal,
 };
 

@@ -10,6 +10,7 @@
 #define WEFT_OS_H
 
 #include <sched.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -40,6 +41,10 @@ struct weft_os {
 	/* Submit what is queued and wait for at least wait_nr completions
 	 * (io_uring_submit_and_wait); >= 0 or -errno. */
 	int (*ring_enter)(struct io_uring *ring, unsigned wait_nr);
+	/* Submit what is queued without waiting (io_uring_submit), and with
+	 * get_events also run completions the kernel holds back
+	 * (io_uring_submit_and_get_events); >= 0 or -errno. */
+	int (*ring_submit)(struct io_uring *ring, bool get_events);
 	/* Add 1 to an eventfd (the eventfd park's wake); 0 or -errno. */
 	int (*eventfd_signal)(int fd);
 };
@@ -68,6 +73,11 @@ static inline int os_ring_init(unsigned entries, struct io_uring *ring, struct i
 static inline int os_ring_enter(struct io_uring *ring, unsigned wait_nr)
 {
 	return weft_os_active->ring_enter(ring, wait_nr);
+}
+
+static inline int os_ring_submit(struct io_uring *ring, bool get_events)
+{
+	return weft_os_active->ring_submit(ring, get_events);
 }
 
 static inline int os_eventfd_signal(int fd)

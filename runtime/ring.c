@@ -154,6 +154,10 @@ int ring_probe(const struct weft_config *cfg, struct ring_setup *out)
 
 	out->flags = flags;
 	out->entries = cfg->io_entries ? cfg->io_entries : 256;
+	/* The kernel's IORING_MAX_ENTRIES: refuse here, not at every
+	 * worker's first submission. */
+	if (out->entries > 32768)
+		return -EINVAL;
 	/* 5.19 brought IORING_ASYNC_CANCEL_ANY together with SINGLE_ISSUER's
 	 * neighbours; a kernel that took SINGLE_ISSUER (6.0) has it. */
 	out->cancel_any = (flags & IORING_SETUP_SINGLE_ISSUER) != 0;
@@ -168,32 +172,34 @@ int ring_probe(const struct weft_config *cfg, struct ring_setup *out)
 
 /* ---- the ring ------------------------------------------------------------ */
 
-static struct ring *ring_create(struct weft_worker *w)
+static int ring_create(struct weft_worker *w)
 {
 	const struct ring_setup *s = w->rt->io_setup;
 	struct ring *r = calloc(1, sizeof(*r));
 	if (!r)
-		return NULL;
+		return -ENOMEM;
 	r->setup = s;
 	r->efd = -1;
 	struct io_uring_params p;
 	memset(&p, 0, sizeof(p));
 	p.flags = s->flags;
-	if (os_ring_init(s->entries, &r->ring, &p) < 0) {
+	int err = os_ring_init(s->entries, &r->ring, &p);
+	if (err < 0) {
 		free(r);
-		return NULL;
+		return err;
 	}
 	if (s->park == WEFT_IO_PARK_EVENTFD) {
 		r->efd = eventfd(0, EFD_CLOEXEC);
 		if (r->efd < 0) {
+			err = -errno;
 			io_uring_queue_exit(&r->ring);
 			free(r);
-			return NULL;
+			return err;
 		}
 	}
 	/* release: pairs with ring_wake_fd's and ring_stats' load_acquire. */
 	store_release(&w->ring, r);
-	return r;
+	return 0;
 }
 
 static struct io_uring_sqe *ring_sqe(struct ring *r)
@@ -202,7 +208,7 @@ static struct io_uring_sqe *ring_sqe(struct ring *r)
 	if (!sqe) {
 		count(&r->stats.sq_full);
 		/* A full SQ: hand it to the kernel and try again. */
-		io_uring_submit(&r->ring);
+		os_ring_submit(&r->ring, false);
 		sqe = io_uring_get_sqe(&r->ring);
 	}
 	return sqe;
@@ -283,9 +289,10 @@ int ring_submit(struct weft_worker *w, struct io_op *op)
 {
 	struct ring *r = w->ring;
 	if (unlikely(!r)) {
-		r = ring_create(w);
-		if (!r)
-			return -ENOMEM;
+		int err = ring_create(w);
+		if (err < 0)
+			return err;
+		r = w->ring;
 	}
 	store_relaxed(&r->inflight, r->inflight + 1);
 	count(&r->stats.submitted);
@@ -420,7 +427,7 @@ bool ring_poll(struct weft_worker *w)
 	if (load_relaxed(&w->io_mail) || unlikely(load_relaxed(&w->rt->io_shutdown)))
 		take_mail(w, r);
 	if (ring_needs_enter(r)) {
-		int rc = io_uring_submit_and_get_events(&r->ring);
+		int rc = os_ring_submit(&r->ring, true);
 		/* -EBUSY/-EAGAIN: the CQ is backed up; reaping below makes room
 		 * and the SQEs stay queued for the next enter. */
 		(void)rc;
@@ -430,7 +437,7 @@ bool ring_poll(struct weft_worker *w)
 		n = reap(w, r);
 	if (r->backlog_head) {
 		drain_backlog(w, r);
-		io_uring_submit(&r->ring);
+		os_ring_submit(&r->ring, false);
 	}
 	return n > 0;
 }
@@ -487,10 +494,10 @@ bool ring_sleep(struct weft_worker *w, uint32_t expect)
 	default:
 		/* Last resort: the core's futex park, looking at the ring every
 		 * millisecond. */
-		io_uring_submit(&r->ring);
+		os_ring_submit(&r->ring, false);
 		os_futex_wait(&w->park_word, expect, 1000 * 1000);
 		if (ring_needs_enter(r))
-			io_uring_submit_and_get_events(&r->ring);
+			os_ring_submit(&r->ring, true);
 		break;
 	}
 	return reap(w, r) > 0;
@@ -565,14 +572,19 @@ void ring_fini(struct weft_worker *w)
 	struct ring *r = w->ring;
 	if (!r)
 		return;
-	/* Stats stay readable until weft_destroy frees the worker. */
+	/* The eventfd stays open until every thread that could still signal
+	 * it (a waker that read PARK_SLEEPING_EFD just before we left) is
+	 * gone: ring_free, after the workers are joined. */
 	io_uring_queue_exit(&r->ring);
-	if (r->efd >= 0)
-		close(r->efd);
 }
 
 void ring_free(struct weft_worker *w)
 {
-	free(w->ring);
+	struct ring *r = w->ring;
+	if (!r)
+		return;
+	if (r->efd >= 0)
+		close(r->efd);
+	free(r);
 	w->ring = NULL;
 }
