@@ -406,9 +406,31 @@ static int count_fds(void)
 	return count_entries("/proc/self/fd");
 }
 
+/* Threads of this process, without io_uring's own kernel workers
+ * (iou-wrk-*, iou-sqp-*): those leave on the kernel's schedule after their
+ * ring is gone. */
 static int count_threads(void)
 {
-	return count_entries("/proc/self/task");
+	DIR *d = opendir("/proc/self/task");
+	int n = 0;
+	struct dirent *e;
+	if (!d)
+		return -1;
+	while ((e = readdir(d))) {
+		if (e->d_name[0] == '.')
+			continue;
+		char path[300], comm[32] = "";
+		snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
+		FILE *f = fopen(path, "re");
+		if (f) {
+			if (!fgets(comm, sizeof(comm), f))
+				comm[0] = 0;
+			fclose(f);
+		}
+		n += strncmp(comm, "iou-", 4) != 0;
+	}
+	closedir(d);
+	return n;
 }
 
 /* An fd number that is not open (high, so nothing opens it meanwhile). */
@@ -1423,6 +1445,42 @@ Test(io, submit_from_threads_and_tasks, .timeout = 180)
 	finish();
 }
 
+/* Threads that submit and exit at once, callbacks still pending. */
+static void *short_lived_thread(void *p)
+{
+	struct batch *b = p;
+	for (long i = 0; i < b->n; i++) {
+		b->ops[i].ns = (uint64_t)(i % 4) * 1000000u;
+		int h = submit_kind(&b->ops[i], simple_kinds[(b->seed + (uint64_t)i) % 3], b->seed + (uint64_t)i, op_cb);
+		CHECK(h > 0, "a short-lived thread's submit: %d", h);
+	}
+	return NULL;
+}
+
+Test(io, submit_from_short_lived_threads, .timeout = 120)
+{
+	begin();
+	setup_files();
+	create_rt(NULL);
+	long nthreads = scaled(400) < 20 ? 20 : scaled(400);
+	enum { PER = 16, AT_ONCE = 8 };
+	struct op *ops = ops_new((size_t)(nthreads * PER), K_ANY);
+	struct batch *b = tmalloc((size_t)nthreads * sizeof(*b));
+	for (long t = 0; t < nthreads; t += AT_ONCE) {
+		pthread_t th[AT_ONCE];
+		int k = 0;
+		for (; k < AT_ONCE && t + k < nthreads; k++) {
+			b[t + k] = (struct batch){ .ops = ops + (t + k) * PER, .n = PER, .seed = (uint64_t)(t + k) };
+			cr_assert_eq(pthread_create(&th[k], NULL, short_lived_thread, &b[t + k]), 0);
+		}
+		for (int j = 0; j < k; j++)
+			pthread_join(th[j], NULL);
+	}
+	wait_counter(&n_callbacks, (uint64_t)(nthreads * PER), "callbacks of ops from exited threads");
+	check_simple_ops(ops, nthreads * PER, false);
+	finish();
+}
+
 /* Callbacks are tasks: they may spawn and acquire components. */
 static uint64_t spawned_ran, granted;
 
@@ -1680,6 +1738,38 @@ Test(io, cancel_bad_handles, .timeout = 60)
 	finish();
 }
 
+/* A callback that cancels its own operation: the operation has completed,
+ * so -ENOENT, and no deadlock. */
+static int self_cancel_res;
+
+static void self_cancel_cb(int res, void *ctx)
+{
+	struct op *o = ctx;
+	int h = load_acquire(&o->handle);
+	CHECK(h > 0, "the handle was published before the 50 ms timer fired");
+	store_release(&self_cancel_res, h > 0 ? weft_io_cancel(rt, h) : -ENOENT);
+	op_record(o, res);
+	note_callback();
+}
+
+Test(io, cancel_from_own_callback, .timeout = 60)
+{
+	begin();
+	create_rt(NULL);
+	for (int i = 0; i < 20; i++) {
+		struct op *o = op_new(K_TIMEOUT);
+		o->ns = 50 * 1000000ull;
+		store_release(&self_cancel_res, 1);
+		int h = counted(weft_io_timeout(rt, o->ns, self_cancel_cb, o));
+		cr_assert_gt(h, 0);
+		store_release(&o->handle, h);
+		cr_assert_eq(wait_op(o), 0);
+		cr_assert_eq(load_acquire(&self_cancel_res), -ENOENT, "cancel from the op's own callback: %d",
+			     load_acquire(&self_cancel_res));
+	}
+	finish();
+}
+
 /* Handles of completed operations stay dead when their slots are reused. */
 Test(io, cancel_stale_handle, .timeout = 60)
 {
@@ -1928,6 +2018,40 @@ Test(io, overflow_refill, .timeout = 300)
 	check_simple_ops(refill_ops, refill_n, false);
 	print_io_stats("io_entries=8, refilled");
 	finish();
+}
+
+/* Ring sizes that are not powers of two, tiny, or beyond what io_uring
+ * takes: weft_create refuses them with -EINVAL, or the I/O works. */
+Test(io, odd_ring_sizes, .timeout = 120)
+{
+	static const unsigned sizes[] = { 1, 3, 7, 100, 4096, 1u << 20, UINT_MAX };
+	begin();
+	setup_files();
+	int fds0 = count_fds(), thr0 = count_threads();
+	for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+		struct weft_config cfg = { .workers = 2, .io_entries = sizes[k] };
+		weft_rt *r = NULL;
+		int c = weft_create(&r, &cfg);
+		cr_log_info("io_entries %u: weft_create %d", sizes[k], c);
+		if (c < 0) {
+			cr_assert_eq(c, -EINVAL, "io_entries %u: weft_create %d", sizes[k], c);
+			cr_assert_eq(count_fds(), fds0);
+			cr_assert_eq(count_threads(), thr0);
+			continue;
+		}
+		rt = r;
+		struct op *ops = ops_new(300, K_ANY);
+		struct batch b = { .ops = ops, .n = 150 }, m = { .ops = ops + 150, .n = 150, .seed = 1 };
+		run_task(batch_task, &b);
+		batch_task(&m);
+		wait_quiet("ops on odd-sized rings");
+		assert_no_failures();
+		for (int i = 0; i < 300; i++)
+			cr_assert(ops[i].calls == 1 && ops[i].res >= 0, "io_entries %u: op %d (kind %d): %d callbacks, res %d",
+				  sizes[k], i, ops[i].kind, ops[i].calls, ops[i].res);
+		cycle_destroy();
+	}
+	end_checks();
 }
 
 /* ======================================================================== */
@@ -2480,6 +2604,71 @@ Test(io, destroy_with_inflight, .timeout = 120)
 	cr_assert_eq(count_fds(), fds0, "fds before weft_create and after weft_destroy: %d, %d", fds0, count_fds());
 	cr_assert_eq(count_threads(), thr0, "threads before weft_create and after weft_destroy: %d, %d", thr0,
 		     count_threads());
+	end_checks();
+}
+
+/* Thousands of idle operations in 8-entry rings, destroyed at once. */
+struct idle_batch {
+	struct op *ops;
+	long n;
+	int fd; /* idle socket */
+};
+
+static void idle_batch_task(void *p)
+{
+	struct idle_batch *b = p;
+	for (long i = 0; i < b->n; i++) {
+		struct op *o = &b->ops[i];
+		o->t0 = now_ns();
+		int h;
+		if (i % 2) {
+			o->kind = K_TIMEOUT;
+			o->ns = 60ull * 1000000000u;
+			h = weft_io_timeout(rt, o->ns, op_cb, o);
+		} else {
+			h = weft_io_poll(rt, b->fd, POLLIN, op_cb, o);
+		}
+		o->handle = counted(h);
+		CHECK(h > 0 || (h == -ESHUTDOWN && load_acquire(&destroy_begun)), "idle submit: %d", h);
+	}
+}
+
+Test(io, destroy_small_rings_full_of_idle_ops, .timeout = 120)
+{
+	begin();
+	int fds0 = count_fds(), thr0 = count_threads();
+	struct weft_config cfg = { .workers = 2, .io_entries = 8 };
+	create_rt(&cfg);
+	int sp[2];
+	make_socketpair(SOCK_STREAM, sp);
+	long n = scaled(6000);
+	struct op *ops = ops_new((size_t)n * 2, K_ANY);
+	struct idle_batch b[2] = { { ops, n, sp[0] }, { ops + n, n, sp[1] } };
+	store_release(&destroy_begun, 0);
+	void *args[2] = { &b[0], &b[1] };
+	run_tasks(idle_batch_task, args, 2);
+	/* And some from here. */
+	struct op *mine = ops_new(64, K_ANY);
+	for (int i = 0; i < 64; i++)
+		START(&mine[i], weft_io_poll(rt, sp[0], POLLIN, CB));
+	print_io_stats("idle ops in 8-entry rings");
+	store_release(&destroy_begun, 1);
+	destroy_rt();
+	assert_no_failures();
+	for (long i = 0; i < 2 * n; i++) {
+		if (ops[i].handle <= 0) {
+			cr_assert_eq(ops[i].calls, 0);
+			continue;
+		}
+		cr_assert_eq(ops[i].calls, 1, "idle op %ld: %d callbacks", i, ops[i].calls);
+		cr_assert_eq(ops[i].res, -ECANCELED, "idle op %ld at destroy: %d", i, ops[i].res);
+	}
+	for (int i = 0; i < 64; i++)
+		cr_assert_eq(mine[i].res, -ECANCELED);
+	close(sp[0]);
+	close(sp[1]);
+	cr_assert_eq(count_fds(), fds0);
+	cr_assert_eq(count_threads(), thr0);
 	end_checks();
 }
 

@@ -55,9 +55,11 @@ struct weft_config {
 	bool strict_order;
 
 	/* I/O (weft/io.h). */
-	/* Backend: WEFT_IO_AUTO (0: env WEFT_IO=uring|threads, else io_uring
-	 * when the kernel allows it, else threads), WEFT_IO_URING (weft_create
-	 * fails if io_uring cannot be used) or WEFT_IO_THREADS. */
+	/* Backend: WEFT_IO_URING (weft_create fails if io_uring cannot be
+	 * used), WEFT_IO_THREADS, or WEFT_IO_AUTO (0): then the environment
+	 * variable WEFT_IO decides as if it were this field ("uring" forces
+	 * io_uring, "threads" the helper threads), and unset, io_uring when
+	 * the kernel allows it, else threads. */
 	unsigned io;
 	/* Submission queue entries per worker ring; 0 means 256. */
 	unsigned io_entries;
