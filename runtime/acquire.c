@@ -10,11 +10,23 @@
  *   Fast path (no lock, no syscall): while none of a request's components
  *   is SLOW, acquiring is one CAS per component on these words, and so is
  *   releasing.  A request that cannot be granted that way takes the one
- *   mutex `lock` and goes to the core: first every component it names is
+ *   lock `lock` and goes to the core: first every component it names is
  *   made SLOW (fetch_or, which also captures the holders of the moment and
  *   hands them to the core: "import"), then the core grants it or parks it.
  *   A component goes back to fast mode ("export": core holders -> word,
  *   SLOW cleared) as soon as no waiting request names it.
+ *
+ * The lock
+ *   A futex word taken by spinning first (slow_lock): critical sections
+ *   are short and a futex sleep + wake costs tens of microseconds on a VM.
+ *   Releases never wait for it.  A release that has SLOW components left
+ *   after its fast CASes takes the lock if it is free; if not, it pushes
+ *   the grant (those deps compacted into it) on `posted` and returns, and
+ *   whoever holds the lock applies every posted release before letting go
+ *   (core_lock applies them too, so the core is current when a holder
+ *   starts).  Why no post is left behind: see "Posted releases" below.
+ *   Only requests that must know their answer at once (try_acquire,
+ *   acquire_wait, a worker's own acquire/spawn_with) wait for the lock.
  *
  * Invariants
  *   - SLOW clear: the word counts every holder of c and the core counts
@@ -23,22 +35,31 @@
  *   - A component named by any waiting request is SLOW (want[c] > 0), so a
  *     fast acquire can never overtake a waiter: fairness is entirely the
  *     core's (max_bypass, strict order, see sched_core.h).
- *   - A releaser that saw SLOW re-reads the word under the lock: if the
- *     component was exported meanwhile, it releases on the word instead.
+ *   - A release that saw SLOW is applied under the lock, where the word is
+ *     read again: if the component was exported meanwhile, it releases on
+ *     the word instead (apply_release).  A posted release is still
+ *     counted as held by the core until it is applied; the holder applies
+ *     it before unlocking, so it only ever delays grants, by one critical
+ *     section.
  *
  * Why no grant is lost: every state change of a SLOW component happens
  *   under `lock` through the core, which after each release or cancel
  *   returns exactly the waiters that became grantable (sched_core.h: work
  *   conservation).  Those are collected under the lock and dispatched after
- *   it: a callback becomes a task, a blocked acquire_wait gets exactly one
- *   wake (futex, or its worker's park token).  Nothing is broadcast.
+ *   it (core_unlock): a callback becomes a task, a blocked acquire_wait gets
+ *   exactly one wake (futex, or its worker's park token).  Nothing is
+ *   broadcast.  A weft_spawn_with task whose release grants other
+ *   weft_spawn_with requests runs one of them next on the same worker
+ *   (grant_task, at most CHAIN_MAX in a row) instead of queueing it.
  *
  * Grants live in a frame of the acquiring worker's arena (at most
- * GRANT_INLINE_DEPS deps) or, otherwise, in malloc'd memory kept on a list
- * so weft_destroy can report and free what callers never released.
- * weft_acquire / weft_spawn_with from a thread that is not a worker hop to
- * a worker first (the callback runs there anyway) in a small malloc'd
- * message, so the grant itself comes from that worker's arena.
+ * GRANT_INLINE_DEPS deps), in the calling thread's grant cache (threads
+ * that are not workers), or otherwise in malloc'd memory kept on a list so
+ * weft_destroy can report and free what callers never released.
+ * weft_acquire / weft_spawn_with from a thread that is not a worker make
+ * the grant there (deps merged and checked) and send the grant itself to a
+ * worker as the task (outside_task); the worker requests the components
+ * and, when they are granted at once, runs the callback right away.
  */
 #include "acquire.h"
 
@@ -83,6 +104,7 @@ struct weft_grant {
 			void *arg;
 		} task;
 		struct wait_slot *wait;
+		struct weft_grant *next; /* posted for release (core_unlock) */
 	} u;
 	struct weft_dep deps[];
 };
@@ -186,11 +208,46 @@ struct comp_word {
 	uint64_t v;
 } WEFT_ALIGNED;
 
+/* ---- the slow path's lock -------------------------------------------------------- */
+
+/*
+ * A futex word: 0 free, 1 held, 2 held and someone may sleep on it.  Only
+ * workers (and callers of release / try_acquire) take it, for a few hundred
+ * ns at a time, so a waiter spins first: a futex sleep and wake costs tens of
+ * microseconds on a VM, far more than the critical section (glibc's default
+ * mutex sleeps at once, and under contention that was a quarter of the
+ * congested ECS rows' time).  After the spin it sleeps, so a preempted
+ * holder does not burn the other CPU for long.
+ */
+#define LOCK_SPINS 256
+
+static void slow_lock(uint32_t *word)
+{
+	uint32_t v = 0;
+	/* acquire: pairs with core_unlock's exchange. */
+	if (likely(cas_acq_rel(word, &v, 1)))
+		return;
+	for (unsigned i = 0; i < LOCK_SPINS; i++) {
+		cpu_relax();
+		v = load_relaxed(word);
+		/* acquire: pairs with core_unlock's exchange. */
+		if (v == 0 && cas_acq_rel(word, &v, 1))
+			return;
+	}
+	/* acquire: pairs with core_unlock's exchange.  Marking 2 makes the
+	 * holder wake one sleeper when it leaves. */
+	while (exchange_acq_rel(word, 2) != 0)
+		os_futex_wait(word, 2, -1);
+}
+
+
 struct weft_acquire {
 	unsigned ncomp;
 	struct comp_word *words;
 
-	pthread_mutex_t lock;       /* the core, want[], names, boxes, stats */
+	uint32_t lock WEFT_ALIGNED; /* the core, want[], names, boxes, stats:
+				     * core_lock / core_unlock */
+	struct weft_grant *posted;  /* releases for the holder to apply */
 	struct sched *core;
 	uint32_t *want;             /* waiting requests naming each component */
 	struct grant_link boxes;    /* list of malloc'd grants */
@@ -207,6 +264,9 @@ struct weft_acquire {
 };
 
 /* ---- grant memory ----------------------------------------------------------- */
+
+/* Link (or unlink) a malloc'd grant on the boxes list, under the lock. */
+static void boxes_edit(struct weft_rt *rt, struct grant_box *b, bool link);
 
 static struct weft_grant *grant_new(struct weft_rt *rt, unsigned n)
 {
@@ -226,13 +286,7 @@ static struct weft_grant *grant_new(struct weft_rt *rt, unsigned n)
 		struct grant_box *b = malloc(sizeof(*b) + n * sizeof(struct weft_dep));
 		if (!b)
 			return NULL;
-		struct weft_acquire *a = rt->acq;
-		pthread_mutex_lock(&a->lock);
-		b->link.next = a->boxes.next;
-		b->link.prev = &a->boxes;
-		b->link.next->prev = &b->link;
-		a->boxes.next = &b->link;
-		pthread_mutex_unlock(&a->lock);
+		boxes_edit(rt, b, true);
 		g = &b->g;
 		g->arena = NO_ARENA;
 	}
@@ -260,24 +314,34 @@ static void grant_free(struct weft_grant *g)
 		return;
 	}
 	struct grant_box *b = (struct grant_box *)((char *)g - offsetof(struct grant_box, g));
-	struct weft_acquire *a = rt->acq;
-	pthread_mutex_lock(&a->lock);
-	b->link.prev->next = b->link.next;
-	b->link.next->prev = b->link.prev;
-	pthread_mutex_unlock(&a->lock);
+	boxes_edit(rt, b, false);
 	free(b);
 }
 
 /* ---- dispatch ----------------------------------------------------------------- */
 
+static struct weft_grant *release_grant(struct weft_grant *g, bool keep);
+
+/* How many weft_spawn_with grants one worker runs back to back, each
+ * handed over by the release of the one before, before it pushes them as
+ * tasks again (so its deque and the injection queues are looked at). */
+#define CHAIN_MAX 16
+
+/* Run a granted request.  A weft_spawn_with task releases its grant when
+ * fn returns; if that release grants other spawn requests, this worker
+ * runs one of them next itself (the rest become tasks): no task frame, no
+ * deque round trip, and the components it needs are still in this core's
+ * cache. */
 static void grant_task(void *p)
 {
 	struct weft_grant *g = p;
 	if (g->kind == G_CALLBACK) {
 		g->u.cb.cb(g, 0, g->u.cb.ctx);
-	} else {
+		return;
+	}
+	for (unsigned i = 0; g; i++) {
 		g->u.task.fn(g->u.task.arg);
-		weft_release(g);
+		g = release_grant(g, i + 1 < CHAIN_MAX);
 	}
 }
 
@@ -390,16 +454,45 @@ static bool word_acquire(struct weft_acquire *a, const struct weft_dep *d)
 
 static void release_deps(struct weft_rt *rt, const struct weft_dep *deps, unsigned n);
 
-static bool try_fast(struct weft_rt *rt, const struct weft_dep *deps, unsigned n)
+/* All deps on the words, or none: false, with *at the dep that failed. */
+static bool try_fast(struct weft_rt *rt, const struct weft_dep *deps, unsigned n, unsigned *at)
 {
 	struct weft_acquire *a = rt->acq;
 	for (unsigned i = 0; i < n; i++) {
 		if (!word_acquire(a, &deps[i])) {
 			release_deps(rt, deps, i);
+			*at = i;
 			return false;
 		}
 	}
 	return true;
+}
+
+/*
+ * A request met a holder on a component that is not SLOW (nobody waits
+ * there).  Its tasks are often short: rather than queueing in the core at
+ * once -- which makes its components SLOW, so every request naming them
+ * goes through the lock until it is granted -- look at that word a few
+ * times first.  True when it looks free for us now (worth another fast
+ * try); false when it went SLOW or stayed held (go to the core).  While we
+ * look we are not waiting in the core: the request simply arrives a few
+ * hundred ns later, so this neither jumps nor is jumped by a waiter.
+ */
+#define FAST_LOOKS 12
+
+static bool fast_holder_left(struct weft_acquire *a, const struct weft_dep *d)
+{
+	const uint64_t *word = &a->words[d->comp].v;
+	uint64_t busy = d->access == WEFT_WRITE ? (W_WRITER | W_READERS) : W_WRITER;
+	for (unsigned i = 0; i < FAST_LOOKS; i++) {
+		cpu_relax();
+		uint64_t v = load_relaxed(word);
+		if (v & W_SLOW)
+			return false;
+		if (!(v & busy))
+			return true;
+	}
+	return false;
 }
 
 /* ---- the slow path (under a->lock) ------------------------------------------------- */
@@ -429,15 +522,17 @@ static void maybe_export(struct weft_acquire *a, uint32_t c)
 	store_release(word, (uint64_t)readers | (writer ? W_WRITER : 0));
 }
 
+/* Grants made under the lock, dispatched after it.  total counts every
+ * entry of the chain (kept in the head). */
 struct granted {
 	struct weft_grant *g[64];
-	unsigned n;
+	unsigned n, total;
 	struct granted *more; /* overflow, malloc'd */
 };
 
 static void collect(void *ctx, uint32_t id)
 {
-	struct granted *out = ctx;
+	struct granted *out = ctx, *head = ctx;
 	while (out->n == 64) {
 		if (!out->more) {
 			out->more = calloc(1, sizeof(*out->more));
@@ -447,15 +542,19 @@ static void collect(void *ctx, uint32_t id)
 		out = out->more;
 	}
 	out->g[out->n++] = (struct weft_grant *)(uintptr_t)id;
+	head->total++;
 }
 
-/* After the core granted the ids in `out` (stored as ids for now): free
- * their core slots, drop their want counts, export what nobody waits for
- * any more, and turn ids into grants. */
-static void settle(struct weft_acquire *a, struct granted *out)
+/* After the core granted the ids in `out` from entry `from` on (stored as
+ * ids for now): free their core slots, drop their want counts, export what
+ * nobody waits for any more, and turn ids into grants. */
+static void settle(struct weft_acquire *a, struct granted *out, unsigned from)
 {
+	unsigned skip = from;
 	for (struct granted *p = out; p; p = p->more) {
-		for (unsigned i = 0; i < p->n; i++) {
+		unsigned i0 = skip < p->n ? skip : p->n;
+		skip -= i0;
+		for (unsigned i = i0; i < p->n; i++) {
 			uint32_t id = (uint32_t)(uintptr_t)p->g[i];
 			struct weft_grant *g = sched_req_user(a->core, id);
 			for (unsigned k = 0; k < g->n; k++)
@@ -464,10 +563,14 @@ static void settle(struct weft_acquire *a, struct granted *out)
 			p->g[i] = g;
 		}
 	}
-	for (struct granted *p = out; p; p = p->more)
-		for (unsigned i = 0; i < p->n; i++)
+	skip = from;
+	for (struct granted *p = out; p; p = p->more) {
+		unsigned i0 = skip < p->n ? skip : p->n;
+		skip -= i0;
+		for (unsigned i = i0; i < p->n; i++)
 			for (unsigned k = 0; k < p->g[i]->n; k++)
 				maybe_export(a, p->g[i]->deps[k].comp);
+	}
 }
 
 static void dispatch_all(struct weft_rt *rt, struct granted *out)
@@ -483,6 +586,141 @@ static void dispatch_all(struct weft_rt *rt, struct granted *out)
 	}
 }
 
+/*
+ * Posted releases.  A releaser whose components are SLOW does not wait for
+ * the lock: if it is taken, it pushes its grant (the deps still to give
+ * back to the core, compacted into the grant) on `posted` and returns; the
+ * holder applies every posted release before it lets go of the lock.  No
+ * post is left behind: the poster pushes and then tries the lock (both
+ * seq_cst); a holder unlocks and then looks at `posted` (both seq_cst).  In
+ * the single order of those four, either the poster's try comes after the
+ * unlock and succeeds (the poster applies its own post), or it fails, came
+ * before the unlock, and so did the push: the holder's look sees it, and
+ * it takes the lock again (or whoever has it by then does the same).
+ */
+struct core_ctx {
+	struct granted out;     /* grants to dispatch after the lock */
+	struct weft_grant *done; /* applied posted grants, freed after it */
+};
+
+#define CORE_CTX_INIT { .out = { .n = 0, .total = 0, .more = NULL }, .done = NULL }
+
+/* Give deps back to the core (they were SLOW when their holder looked). */
+static void apply_release(struct weft_acquire *a, const struct weft_dep *deps, unsigned n, struct core_ctx *cx)
+{
+	struct weft_dep core_deps[WEFT_MAX_DEPS];
+	unsigned ncore = 0;
+	for (unsigned i = 0; i < n; i++) {
+		/* Exported since the holder looked: the word counts it again
+		 * (SLOW is only set under the lock, so this cannot fail). */
+		if (!(load_relaxed(&a->words[deps[i].comp].v) & W_SLOW))
+			word_release(a, &deps[i]);
+		else
+			core_deps[ncore++] = deps[i];
+	}
+	if (ncore == 0)
+		return;
+	unsigned from = cx->out.total;
+	int r = sched_release(a->core, core_deps, ncore, collect, &cx->out);
+	if (r < 0)
+		fprintf(stderr, "weft: internal error: release of components not held (%d)\n", r);
+	settle(a, &cx->out, from);
+	for (unsigned i = 0; i < ncore; i++)
+		maybe_export(a, core_deps[i].comp);
+}
+
+static void box_unlink(struct weft_grant *g)
+{
+	struct grant_box *b = (struct grant_box *)((char *)g - offsetof(struct grant_box, g));
+	b->link.prev->next = b->link.next;
+	b->link.next->prev = b->link.prev;
+}
+
+static void drain_posts(struct weft_acquire *a, struct core_ctx *cx)
+{
+	if (!load_relaxed(&a->posted))
+		return;
+	/* acquire: pairs with release_grant's push. */
+	struct weft_grant *p = exchange_acq_rel(&a->posted, NULL);
+	while (p) {
+		struct weft_grant *next = p->u.next;
+		apply_release(a, p->deps, p->n, cx);
+		if (p->arena == NO_ARENA)
+			box_unlink(p); /* we hold the lock; freed after it */
+		p->u.next = cx->done;
+		cx->done = p;
+		p = next;
+	}
+}
+
+static void core_lock(struct weft_acquire *a, struct core_ctx *cx)
+{
+	slow_lock(&a->lock);
+	drain_posts(a, cx);
+}
+
+/* Apply what was posted, unlock (taking the lock again if a post came in
+ * meanwhile and nobody else has it), free the applied grants and dispatch
+ * the grants made.  With `keep`, one weft_spawn_with grant is returned
+ * instead of dispatched, for the calling worker to run next. */
+static struct weft_grant *core_unlock(struct weft_rt *rt, struct core_ctx *cx, bool keep)
+{
+	struct weft_acquire *a = rt->acq;
+	for (;;) {
+		drain_posts(a, cx);
+		/* seq_cst: against release_grant's push and try (see above);
+		 * also the release of our critical section for the next
+		 * holder's acquire. */
+		if (exchange_seq_cst(&a->lock, 0) == 2)
+			os_futex_wake(&a->lock, 1);
+		/* seq_cst: see above. */
+		if (!load_seq_cst(&a->posted))
+			break;
+		uint32_t v = 0;
+		/* seq_cst: see above; acquire for our new critical section. */
+		if (!cas_seq_cst(&a->lock, &v, 1))
+			break;
+	}
+	while (cx->done) {
+		struct weft_grant *g = cx->done;
+		cx->done = g->u.next;
+		if (g->arena == NO_ARENA)
+			free((char *)g - offsetof(struct grant_box, g)); /* unlinked */
+		else
+			grant_free(g);
+	}
+	struct weft_grant *kept = NULL;
+	if (keep) {
+		for (unsigned i = 0; i < cx->out.n; i++) {
+			if (cx->out.g[i]->kind == G_SPAWN) {
+				kept = cx->out.g[i];
+				cx->out.g[i] = cx->out.g[--cx->out.n];
+				break;
+			}
+		}
+	}
+	dispatch_all(rt, &cx->out);
+	return kept;
+}
+
+static void boxes_edit(struct weft_rt *rt, struct grant_box *b, bool link)
+{
+	struct weft_acquire *a = rt->acq;
+	struct core_ctx cx = CORE_CTX_INIT;
+	core_lock(a, &cx);
+	if (link) {
+		b->link.next = a->boxes.next;
+		b->link.prev = &a->boxes;
+		b->link.next->prev = &b->link;
+		a->boxes.next = &b->link;
+	} else {
+		box_unlink(&b->g);
+	}
+	core_unlock(rt, &cx, false);
+}
+
+/* Give deps back and wait for the lock if the core is involved (the
+ * rollback of a failed fast acquire). */
 static void release_deps(struct weft_rt *rt, const struct weft_dep *deps, unsigned n)
 {
 	struct weft_acquire *a = rt->acq;
@@ -493,27 +731,49 @@ static void release_deps(struct weft_rt *rt, const struct weft_dep *deps, unsign
 			slow[nslow++] = deps[i];
 	if (nslow == 0)
 		return;
-	struct granted out = { .n = 0 };
-	pthread_mutex_lock(&a->lock);
-	struct weft_dep core_deps[WEFT_MAX_DEPS];
-	unsigned ncore = 0;
-	for (unsigned i = 0; i < nslow; i++) {
-		/* Exported since we looked: the word counts us again. */
-		if (!(load_relaxed(&a->words[slow[i].comp].v) & W_SLOW))
-			word_release(a, &slow[i]);
-		else
-			core_deps[ncore++] = slow[i];
+	struct core_ctx cx = CORE_CTX_INIT;
+	core_lock(a, &cx);
+	apply_release(a, slow, nslow, &cx);
+	core_unlock(rt, &cx, false);
+}
+
+/* Release grant g and free it.  With `keep` (a worker that will run it),
+ * returns one weft_spawn_with request this granted, not dispatched. */
+static struct weft_grant *release_grant(struct weft_grant *g, bool keep)
+{
+	struct weft_rt *rt = g->rt;
+	struct weft_acquire *a = rt->acq;
+	unsigned nslow = 0;
+	/* The deps left for the core are compacted into g itself. */
+	for (unsigned i = 0; i < g->n; i++)
+		if (!word_release(a, &g->deps[i]))
+			g->deps[nslow++] = g->deps[i];
+	if (nslow == 0) {
+		grant_free(g);
+		return NULL;
 	}
-	if (ncore) {
-		int r = sched_release(a->core, core_deps, ncore, collect, &out);
-		if (r < 0)
-			fprintf(stderr, "weft: internal error: release of components not held (%d)\n", r);
-		settle(a, &out);
-		for (unsigned i = 0; i < ncore; i++)
-			maybe_export(a, core_deps[i].comp);
+	g->n = (uint8_t)nslow;
+	struct core_ctx cx = CORE_CTX_INIT;
+	uint32_t v = 0;
+	/* acquire: pairs with core_unlock's exchange. */
+	if (cas_acq_rel(&a->lock, &v, 1)) {
+		drain_posts(a, &cx);
+		apply_release(a, g->deps, g->n, &cx);
+		struct weft_grant *kept = core_unlock(rt, &cx, keep);
+		grant_free(g);
+		return kept;
 	}
-	pthread_mutex_unlock(&a->lock);
-	dispatch_all(rt, &out);
+	struct weft_grant *old = load_relaxed(&a->posted);
+	do {
+		g->u.next = old;
+		/* seq_cst: see "Posted releases"; release for the holder's
+		 * acquire exchange in drain_posts. */
+	} while (!cas_seq_cst(&a->posted, &old, g));
+	v = 0;
+	/* seq_cst: see "Posted releases". */
+	if (!cas_seq_cst(&a->lock, &v, 1))
+		return NULL; /* the holder applies it */
+	return core_unlock(rt, &cx, keep);
 }
 
 /* Grant g now if the core allows (reservations included), else, when
@@ -522,7 +782,8 @@ static void release_deps(struct weft_rt *rt, const struct weft_dep *deps, unsign
 static int acquire_slow(struct weft_rt *rt, struct weft_grant *g, bool wait)
 {
 	struct weft_acquire *a = rt->acq;
-	pthread_mutex_lock(&a->lock);
+	struct core_ctx cx = CORE_CTX_INIT;
+	core_lock(a, &cx);
 	for (unsigned i = 0; i < g->n; i++)
 		import(a, g->deps[i].comp);
 	int id = sched_req_alloc(a->core, g->deps, g->n, g);
@@ -546,7 +807,7 @@ static int acquire_slow(struct weft_rt *rt, struct weft_grant *g, bool wait)
 	}
 	for (unsigned i = 0; i < g->n; i++)
 		maybe_export(a, g->deps[i].comp);
-	pthread_mutex_unlock(&a->lock);
+	core_unlock(rt, &cx, false);
 	return r;
 }
 
@@ -574,8 +835,23 @@ static int grant_with(struct weft_rt *rt, const struct weft_dep *merged, unsigne
 /* The lock-free grant, counted.  False: g must go through the core. */
 static bool grant_fast(struct weft_rt *rt, struct weft_grant *g)
 {
-	if (!try_fast(rt, g->deps, g->n))
+	unsigned at;
+	if (!try_fast(rt, g->deps, g->n, &at))
 		return false;
+	count_fast_grant(rt);
+	return true;
+}
+
+/* The same for a request that is answered later anyway (a callback or a
+ * task): one more fast try if the holder it met leaves within a few
+ * hundred ns. */
+static bool grant_fast_patient(struct weft_rt *rt, struct weft_grant *g)
+{
+	unsigned at;
+	if (!try_fast(rt, g->deps, g->n, &at)) {
+		if (!fast_holder_left(rt->acq, &g->deps[at]) || !try_fast(rt, g->deps, g->n, &at))
+			return false;
+	}
 	count_fast_grant(rt);
 	return true;
 }
@@ -594,7 +870,7 @@ static int grant_prepare(struct weft_rt *rt, const struct weft_dep *deps, size_t
 /* Acquire g for a callback or task: fast, or through the core. */
 static int submit(struct weft_rt *rt, struct weft_grant *g)
 {
-	if (grant_fast(rt, g)) {
+	if (grant_fast_patient(rt, g)) {
 		dispatch(rt, g);
 		return 0;
 	}
@@ -620,112 +896,54 @@ static void grant_target(struct weft_grant *g, uint8_t kind, void *p1, void *p2)
 	}
 }
 
-/* ---- requests from threads that are not workers hop to a worker ----------------- */
+/* ---- requests from threads that are not workers travel to a worker -------------- */
 
-struct hop {
-	struct weft_rt *rt;
-	struct submitter *owner;    /* cache it returns to, NULL: malloc'd */
-	void *next;                 /* free list; void * so give_back can link it */
-	uint8_t kind;
-	uint8_t n;
-	void *p1, *p2;
-	struct weft_dep deps[];
-};
-
-/* Hops of up to HOP_CACHED_DEPS deps are recycled through the sending
- * thread's submitter record instead of malloc/free across threads. */
-#define HOP_CACHED_DEPS 4
-#define HOP_CACHED_BYTES (sizeof(struct hop) + HOP_CACHED_DEPS * sizeof(struct weft_dep))
-
-static struct hop *hop_alloc(struct weft_rt *rt, unsigned n)
+/*
+ * weft_acquire / weft_spawn_with from a thread that is not a worker: the
+ * deps are merged and checked here (so a failed call changes nothing) and
+ * the grant is made here, from the thread's own cache (up to
+ * GRANT_INLINE_DEPS deps) or a box.  The grant itself then travels to a
+ * worker as the task: the worker requests the components there and, when
+ * they are granted at once, runs the callback or function right away.
+ * Requesting on the worker, when it is ready to run something, keeps
+ * components free while requests sit in the injection queue.
+ */
+static void outside_task(void *p)
 {
-	struct submitter *rec = n <= HOP_CACHED_DEPS ? rt_submitter(rt) : NULL;
-	struct hop *h = NULL;
-	if (rec) {
-		h = rec->local;
-		if (!h) {
-			/* acquire: pairs with hop_free's release push. */
-			h = exchange_acq_rel(&rec->remote, NULL);
-		}
-		if (h) {
-			rec->local = h->next;
-			return h;
-		}
-		h = malloc(HOP_CACHED_BYTES);
-	} else {
-		h = malloc(sizeof(*h) + n * sizeof(struct weft_dep));
+	struct weft_grant *g = p;
+	struct weft_rt *rt = g->rt;
+	int r = 1;
+	if (!grant_fast_patient(rt, g))
+		r = acquire_slow(rt, g, true);
+	if (r == 1) {
+		grant_task(g);
+	} else if (r < 0) {
+		if (g->kind == G_CALLBACK)
+			g->u.cb.cb(NULL, r, g->u.cb.ctx);
+		grant_free(g);
 	}
-	if (h)
-		h->owner = rec;
-	return h;
 }
 
-static void hop_free(struct hop *h)
-{
-	struct submitter *rec = h->owner;
-	if (!rec) {
-		free(h);
-		return;
-	}
-	give_back(&rec->remote, h, &h->next);
-}
-
+/* Requests used to hop in messages cached in the submitter record; they
+ * travel as grants now (outside_task), so there is nothing to free. */
 void acquire_free_hops(struct submitter *rec)
 {
-	struct hop *lists[2] = { rec->local, rec->remote };
-	for (int i = 0; i < 2; i++) {
-		while (lists[i]) {
-			struct hop *next = lists[i]->next;
-			free(lists[i]);
-			lists[i] = next;
-		}
-	}
-	rec->local = rec->remote = NULL;
-}
-
-static void hop_task(void *p)
-{
-	struct hop *h = p;
-	struct weft_grant *g;
-	/* submit_any merged and checked the deps already. */
-	int r = grant_with(h->rt, h->deps, h->n, &g);
-	if (r == 0) {
-		grant_target(g, h->kind, h->p1, h->p2);
-		r = submit(h->rt, g);
-	}
-	if (r < 0 && h->kind == G_CALLBACK)
-		((weft_acquire_fn)(uintptr_t)h->p1)(NULL, r, h->p2);
-	hop_free(h);
+	(void)rec;
 }
 
 static int submit_any(struct weft_rt *rt, const struct weft_dep *deps, size_t n, uint8_t kind, void *p1, void *p2)
 {
-	struct weft_worker *w = weft_tls_worker;
-	if (w && w->rt == rt) {
-		struct weft_grant *g;
-		int r = grant_prepare(rt, deps, n, &g);
-		if (r < 0)
-			return r;
-		grant_target(g, kind, p1, p2);
-		return submit(rt, g);
-	}
-	/* Check everything here, so a failed call changes nothing. */
-	struct weft_dep merged[WEFT_MAX_DEPS];
-	int m = sched_merge_deps(deps, n, rt->acq->ncomp, merged);
-	if (m < 0)
-		return m;
-	struct hop *h = hop_alloc(rt, (unsigned)m);
-	if (!h)
-		return -ENOMEM;
-	h->rt = rt;
-	h->kind = kind;
-	h->n = (uint8_t)m;
-	h->p1 = p1;
-	h->p2 = p2;
-	memcpy(h->deps, merged, (size_t)m * sizeof(*merged));
-	int r = rt_push_outside(rt, -1, false, hop_task, h, NULL, false);
+	struct weft_grant *g;
+	int r = grant_prepare(rt, deps, n, &g);
 	if (r < 0)
-		hop_free(h);
+		return r;
+	grant_target(g, kind, p1, p2);
+	struct weft_worker *w = weft_tls_worker;
+	if (w && w->rt == rt)
+		return submit(rt, g);
+	r = rt_push_outside(rt, -1, false, outside_task, g, NULL, false);
+	if (r < 0)
+		grant_free(g);
 	return r;
 }
 
@@ -749,8 +967,7 @@ void weft_release(struct weft_grant *g)
 {
 	if (!g)
 		return;
-	release_deps(g->rt, g->deps, g->n);
-	grant_free(g);
+	release_grant(g, false);
 }
 
 int weft_try_acquire(weft_rt *rt, const struct weft_dep *deps, size_t n, struct weft_grant **out)
@@ -849,7 +1066,8 @@ int weft_component(weft_rt *rt, const char *name)
 	if (!rt || !rt->acq || !name)
 		return -EINVAL;
 	struct weft_acquire *a = rt->acq;
-	pthread_mutex_lock(&a->lock);
+	struct core_ctx cx = CORE_CTX_INIT;
+	core_lock(a, &cx);
 	unsigned mask = a->name_cap - 1;
 	unsigned i = (unsigned)name_hash(name) & mask;
 	int r;
@@ -877,7 +1095,7 @@ int weft_component(weft_rt *rt, const char *name)
 		}
 		i = (i + 1) & mask;
 	}
-	pthread_mutex_unlock(&a->lock);
+	core_unlock(rt, &cx, false);
 	return r;
 }
 
@@ -885,15 +1103,16 @@ int weft_component(weft_rt *rt, const char *name)
 
 int acquire_init(struct weft_rt *rt, const struct weft_config *cfg)
 {
-	struct weft_acquire *a = calloc(1, sizeof(*a));
+	/* Aligned: the lock has a line of its own. */
+	struct weft_acquire *a = aligned_alloc(WEFT_CACHELINE, sizeof(*a));
 	if (!a)
 		return -ENOMEM;
+	memset(a, 0, sizeof(*a));
 	rt->acq = a;
 	a->ncomp = cfg->components ? cfg->components : 4096;
 	if (a->ncomp > SCHED_MAX_REQS)
 		return -EINVAL;
 	unsigned bypass = cfg->max_bypass ? cfg->max_bypass : 16;
-	pthread_mutex_init(&a->lock, NULL);
 	a->boxes.next = a->boxes.prev = &a->boxes;
 	if (posix_memalign((void **)&a->words, WEFT_CACHELINE, a->ncomp * sizeof(*a->words)) != 0) {
 		a->words = NULL;
@@ -914,30 +1133,30 @@ int acquire_init(struct weft_rt *rt, const struct weft_config *cfg)
 bool acquire_cancel_stuck(struct weft_rt *rt)
 {
 	struct weft_acquire *a = rt->acq;
-	struct granted granted = { .n = 0 };
+	struct core_ctx cx = CORE_CTX_INIT;
 	struct weft_grant *cancelled[64];
 	unsigned ncancelled = 0;
-	pthread_mutex_lock(&a->lock);
+	core_lock(a, &cx);
 	int id;
-	while (ncancelled < 64 && (id = sched_first_waiter(a->core)) >= 0) {
+	/* Releases applied just now (posted ones) may have made work: then
+	 * nothing is stuck yet. */
+	while (cx.out.total == 0 && ncancelled < 64 && (id = sched_first_waiter(a->core)) >= 0) {
 		struct weft_grant *g = sched_req_user(a->core, (uint32_t)id);
-		sched_cancel(a->core, (uint32_t)id, collect, &granted);
+		sched_cancel(a->core, (uint32_t)id, collect, &cx.out);
 		for (unsigned k = 0; k < g->n; k++)
 			a->want[g->deps[k].comp]--;
 		sched_req_free(a->core, (uint32_t)id);
 		cancelled[ncancelled++] = g;
 		a->cancelled++;
-		settle(a, &granted);
+		settle(a, &cx.out, 0);
 		for (unsigned k = 0; k < g->n; k++)
 			maybe_export(a, g->deps[k].comp);
-		if (granted.n)
-			break;
 	}
-	pthread_mutex_unlock(&a->lock);
+	unsigned made = cx.out.total;
+	core_unlock(rt, &cx, false);
 	for (unsigned i = 0; i < ncancelled; i++)
 		dispatch_cancel(rt, cancelled[i]);
-	dispatch_all(rt, &granted);
-	return ncancelled > 0 || granted.n > 0;
+	return ncancelled > 0 || made > 0;
 }
 
 void acquire_stats(struct weft_rt *rt, struct weft_acquire_stats *out)
@@ -947,12 +1166,13 @@ void acquire_stats(struct weft_rt *rt, struct weft_acquire_stats *out)
 	uint64_t fast = load_relaxed(&a->grants_fast_outside);
 	for (unsigned i = 0; i < rt->nworkers; i++)
 		fast += load_relaxed(&rt->workers[i]->stats.grants_fast);
-	pthread_mutex_lock(&a->lock);
+	struct core_ctx cx = CORE_CTX_INIT;
+	core_lock(a, &cx);
 	sched_get_stats(a->core, &s);
 	out->waits = a->waits;
 	out->cancelled = a->cancelled;
 	out->spurious_wakeups = load_relaxed(&a->spurious);
-	pthread_mutex_unlock(&a->lock);
+	core_unlock(rt, &cx, false);
 	out->wakeups = load_relaxed(&a->wakeups);
 	out->grants_fast = fast;
 	out->grants = fast + s.grants;
@@ -999,8 +1219,6 @@ void acquire_fini(struct weft_rt *rt)
 	free(a->name_ids);
 	free(a->want);
 	free(a->words);
-	if (a->boxes.next)
-		pthread_mutex_destroy(&a->lock);
 	free(a);
 	rt->acq = NULL;
 }

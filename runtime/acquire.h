@@ -23,7 +23,9 @@ void acquire_fini(struct weft_rt *rt);
 bool acquire_cancel_stuck(struct weft_rt *rt);
 void acquire_stats(struct weft_rt *rt, struct weft_acquire_stats *out);
 struct submitter;
-/* Frees the message cache a submitter record holds (at weft_destroy). */
+/* Was: frees the hop messages a submitter record cached.  Requests from
+ * threads that are not workers now travel as their grants (acquire.c,
+ * outside_task), so there is nothing left to free; kept for rt.c. */
 void acquire_free_hops(struct submitter *rec);
 /* Frees the grants a submitter record made; returns how many were never
  * released. */

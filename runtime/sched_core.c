@@ -640,6 +640,20 @@ int sched_merge_deps(const struct weft_dep *deps, size_t n, uint32_t ncomponents
 		return -EINVAL;
 	if (n > WEFT_MAX_DEPS)
 		return -E2BIG;
+	/* Already merged (what acquire.c hands the core): copy. */
+	for (k = 0; k < n; k++) {
+		uint32_t a = deps[k].access;
+
+		if (deps[k].comp >= ncomponents || (a != WEFT_READ && a != WEFT_WRITE) ||
+		    (k > 0 && deps[k].comp <= deps[k - 1].comp))
+			break;
+	}
+	if (k == n) {
+		if (n)
+			memcpy(out, deps, n * sizeof(*out));
+		return (int)n;
+	}
+	k = 0;
 	/* Insertion sort: n is small, and usually already sorted. */
 	for (size_t i = 0; i < n; i++) {
 		uint32_t c = deps[i].comp, a = deps[i].access, j = k;
