@@ -27,9 +27,13 @@
  *     public pop; `o_top` is a stale lower bound of `top` that the owner
  *     read with acquire, so the slots below it are free to reuse.
  *   - A task is taken exactly once: a private item by the owner alone, a
- *     public item by the one successful CAS on top, except the public item
- *     the owner pops while top < that index, which no thief can reach (the
- *     seq_cst store-load pair in pop and steal, see deque.c).
+ *     public item by the one successful CAS on top (a thief's CAS takes a
+ *     range [top, top + k), k <= DEQUE_STEAL_MAX), except the public item
+ *     the owner pops while top + DEQUE_STEAL_MAX <= that index, which no
+ *     thief's range can reach (the seq_cst store-load pair in pop and
+ *     steal, see deque.c).  Nearer to top the owner takes the whole rest
+ *     of the public part with one CAS and keeps all but the newest item as
+ *     private items again, in the same order.
  *   - Thieves read a slot before their CAS; the owner overwrites a slot only
  *     after an acquire load of top showed it taken.
  *   - Arrays only grow (doubling) and retired arrays stay readable until
@@ -87,6 +91,12 @@ struct weft_deque {
 
 enum { DEQUE_EMPTY = 0, DEQUE_ABORT = 1 };
 
+/* Most items one deque_steal_many takes.  The owner's public pop takes its
+ * item without a CAS only while top + DEQUE_STEAL_MAX <= that item's index
+ * (no thief's range can reach it); nearer to top it claims the rest of the
+ * public part with a CAS on top (see deque.c). */
+#define DEQUE_STEAL_MAX 16
+
 /* 0, or -ENOMEM (also for log2_capacity > DEQUE_MAX_LOG2). */
 int deque_init(struct weft_deque *d, unsigned log2_capacity);
 /* The same, with the arrays on a NUMA node (-1: anywhere). */
@@ -97,6 +107,10 @@ void deque_fini(struct weft_deque *d);
  * public part is empty; a split has been requested) or DEQUE_ABORT (lost a
  * race with another thief or the owner; retrying may succeed). */
 struct weft_task *deque_steal(struct weft_deque *d, int *why);
+/* Any thread.  Takes the oldest ceil(public / 2) items, at most max (1 <=
+ * max <= DEQUE_STEAL_MAX), with one CAS on top; stores them oldest first in
+ * out[] and returns how many, or 0 with *why as for deque_steal. */
+unsigned deque_steal_many(struct weft_deque *d, struct weft_task **out, unsigned max, int *why);
 
 /* Slow paths of the inline owner operations below. */
 int deque_grow(struct weft_deque *d);
@@ -106,23 +120,38 @@ void deque_publish(struct weft_deque *d);
 void deque_share_all(struct weft_deque *d);
 struct weft_task *deque_pop_public(struct weft_deque *d);
 
+/* Owner only: bottom (read by the caller) can be pushed without growing. */
+static inline bool deque_push_fits(const struct weft_deque *d, int64_t b)
+{
+	return (uint64_t)(b - d->o_top) <= d->mask;
+}
+
+/* Owner only: the private push at index b == bottom, which deque_push_fits
+ * allowed.  Does not look at split_req: the caller must (deque_push does,
+ * rt_push_local too). */
+static inline void deque_push_at(struct weft_deque *d, int64_t b, struct weft_task *t)
+{
+	/* The store is atomic only because a thief that lost its race may
+	 * still read a recycled slot; publication is split's release store. */
+	store_relaxed(&d->slots[(uint64_t)b & d->mask], t);
+	store_relaxed(&d->bottom, b + 1);
+}
+
 /* Owner only.  0, or -ENOMEM when the array is full and cannot grow (the
  * deque is then unchanged). */
 static inline int deque_push(struct weft_deque *d, struct weft_task *t)
 {
 	int64_t b = d->bottom;
 
-	if (unlikely((uint64_t)(b - d->o_top) > d->mask)) {
+	if (unlikely(!deque_push_fits(d, b))) {
 		int err = deque_grow(d);
 
 		if (err)
 			return err;
 	}
-	/* Reload slots/mask: deque_grow may have replaced the array.  The
-	 * store is atomic only because a thief that lost its race may still
-	 * read a recycled slot; publication is split's release store. */
-	store_relaxed(&d->slots[(uint64_t)b & d->mask], t);
-	store_relaxed(&d->bottom, b + 1);
+	/* deque_grow may have replaced the array: deque_push_at reloads
+	 * slots and mask. */
+	deque_push_at(d, b, t);
 	if (unlikely(load_relaxed(&d->split_req)))
 		deque_publish(d);
 	return 0;

@@ -94,32 +94,56 @@ void group_flush(struct weft_worker *w)
 		group_sub(g, n);
 }
 
-int weft_group_spawn(weft_rt *rt, struct weft_group *g, void (*fn)(void *arg), void *arg)
+__attribute__((noinline)) int rt_push_local_slow(struct weft_worker *w, void (*fn)(void *), void *arg,
+						 struct weft_group *g, uint32_t flags)
+{
+	struct weft_task *t = arena_alloc(&w->arena);
+	if (likely(t)) {
+		t->fn = fn;
+		t->arg = arg;
+		t->group = g;
+		t->flags = flags;
+		if (likely(deque_push(&w->deque, t) == 0)) {
+			maybe_wake_for(w);
+			return 0;
+		}
+		arena_free(&w->arena, &w->arena, t);
+	}
+	/* The caller counted a TASK_COUNTED_LOCAL task in g->local before
+	 * calling (so that its fast path ends in a tail call): take it back. */
+	if (flags & TASK_COUNTED_LOCAL)
+		g->local--;
+	return -ENOMEM;
+}
+
+__attribute__((noinline)) int rt_push_local_after(struct weft_worker *w)
+{
+	/* A thief asked: publish now (deque_push's check), then consider a
+	 * wakeup for the thieves (what worker_run_task would do later). */
+	if (load_relaxed(&w->deque.split_req))
+		deque_publish(&w->deque);
+	w->deque.o_published = false;
+	maybe_wake_for(w);
+	return 0;
+}
+
+/* Every case but "a worker of rt spawns into a group it owns". */
+static __attribute__((noinline)) int group_spawn_other(weft_rt *rt, struct weft_group *g, void (*fn)(void *arg),
+						       void *arg)
 {
 	struct weft_worker *w = weft_tls_worker;
-	/* The common case first: the worker spawning into its own group.  A
-	 * NULL rt never equals w->rt, and a NULL g never has owner w, so the
-	 * argument checks can wait for the other paths. */
-	if (likely(w && w->rt == rt && fn)) {
-		if (unlikely(!g))
-			return -EINVAL;
-		if (likely(g->owner == w)) {
-			g->local++;
-			int r = rt_push_local(w, fn, arg, g, TASK_COUNTED_LOCAL);
-			if (unlikely(r < 0))
-				g->local--;
-			return r;
-		}
-		/* relaxed: the decrement comes after the task runs, which comes
-		 * after the push that follows this; RMWs on one word are ordered. */
+	if (unlikely(!rt || !g || !fn))
+		return -EINVAL;
+	if (w && w->rt == rt) {
+		/* A worker, not the owner.  relaxed: the decrement comes after
+		 * the task runs, which comes after the push that follows this;
+		 * RMWs on one word are ordered. */
 		fetch_add_relaxed(&g->shared, 2);
 		int r = rt_push_local(w, fn, arg, g, 0);
 		if (unlikely(r < 0))
 			group_task_done_shared(g);
 		return r;
 	}
-	if (unlikely(!rt || !g || !fn))
-		return -EINVAL;
 	/* Another thread: its own groups count privately too (the tasks all
 	 * finish elsewhere, driving the shared count negative until the
 	 * owner's wait adds local in). */
@@ -137,6 +161,21 @@ int weft_group_spawn(weft_rt *rt, struct weft_group *g, void (*fn)(void *arg), v
 			fetch_sub_relaxed(&g->shared, 2);
 	}
 	return r;
+}
+
+int weft_group_spawn(weft_rt *rt, struct weft_group *g, void (*fn)(void *arg), void *arg)
+{
+	struct weft_worker *w = weft_tls_worker;
+	/* The common case: a worker spawning into its own group, with no
+	 * atomic and no call (the slow halves are tail calls).  A NULL rt
+	 * never equals w->rt. */
+	if (likely(w && w->rt == rt && fn && g && g->owner == w)) {
+		/* Counted first; rt_push_local_slow takes it back on failure.
+		 * The owner alone reads local, and not before this returns. */
+		g->local++;
+		return rt_push_local(w, fn, arg, g, TASK_COUNTED_LOCAL);
+	}
+	return group_spawn_other(rt, g, fn, arg);
 }
 
 /* Clear the waiter bit after waking for other work.  False when the count
@@ -238,24 +277,74 @@ static void group_wait_thread(struct weft_group *g)
 		os_futex_wait(&g->shared, v, -1);
 }
 
-void weft_group_wait(weft_rt *rt, struct weft_group *g)
+/* weft_group_wait on a worker of the group's runtime, past the fast path:
+ * our own deque first, then the full search (group_wait_worker). */
+static __attribute__((noinline)) void group_wait_general(struct weft_worker *w, struct weft_group *g)
 {
-	struct weft_worker *w = weft_tls_worker;
-	if (likely(w && w->rt == rt && g)) {
-		/* Fast path: the tasks are usually still on our own deque. */
-		while (!group_done_pred(g)) {
-			struct weft_task *t = deque_pop(&w->deque);
-			if (!t) {
-				group_wait_worker(w, g);
-				return;
-			}
-			worker_run_task(w, t);
+	while (!group_done_pred(g)) {
+		struct weft_task *t = deque_pop(&w->deque);
+		if (!t) {
+			group_wait_worker(w, g);
+			return;
 		}
-		return;
+		worker_run_task(w, t);
 	}
+}
+
+static __attribute__((noinline)) void group_wait_other(weft_rt *rt, struct weft_group *g)
+{
 	if (unlikely(!rt || !g))
 		return;
 	if (shared_count(load_acquire(&g->shared)) + g->local == 0)
 		return;
 	group_wait_thread(g);
+}
+
+void weft_group_wait(weft_rt *rt, struct weft_group *g)
+{
+	struct weft_worker *w = weft_tls_worker;
+	if (unlikely(!w || w->rt != rt || !g)) {
+		group_wait_other(rt, g);
+		return;
+	}
+	/* Waiting on another worker's group breaks the rule in group.h; keep
+	 * the fast path's frame shortcut out of it all the same. */
+	if (unlikely(g->owner != w)) {
+		group_wait_general(w, g);
+		return;
+	}
+	/* Fast path: the tasks are usually still on our own deque.  The
+	 * fork-join shape (spawn, work, wait): the newest private task is our
+	 * own child, counted in g->local.  Run it with the bookkeeping cut to
+	 * what that case needs: nothing to publish or wake for, no other
+	 * group's count pending, and a frame of our own arena (a
+	 * TASK_COUNTED_LOCAL task of g was pushed by g's owner, w, see
+	 * task.h).  Anything else goes to group_wait_general, which keeps
+	 * only w and g live across the task call here. */
+	for (;;) {
+		struct weft_deque *d = &w->deque;
+		int64_t b = d->bottom;
+		if (likely(b > d->o_split)) {
+			struct weft_task *t = d->slots[(uint64_t)(b - 1) & d->mask];
+			/* Our child not yet run: the group is not done, no need
+			 * to look at the counts first. */
+			if (likely(t->group == g && t->flags == TASK_COUNTED_LOCAL &&
+				   !(load_relaxed(&d->split_req) | d->o_published) && !w->pend_group)) {
+				void (*fn)(void *) = t->fn;
+				void *arg = t->arg;
+				store_relaxed(&d->bottom, b - 1);
+				t->next = w->arena.free;
+				w->arena.free = t;
+				fn(arg);
+				count(&w->stats.tasks_run);
+				g->local--;
+				if (group_done_pred(g))
+					return;
+				continue;
+			}
+		}
+		break;
+	}
+	if (!group_done_pred(g))
+		group_wait_general(w, g);
 }

@@ -15,7 +15,8 @@
  *   Go's rule, per node, keeps wakeups rare: a spawn wakes a parked worker
  *   only when nobody is spinning already (the woken worker starts out
  *   spinning, so a burst of spawns wakes one worker, not many); a spinner
- *   that finds work and was the last spinner wakes the next one.  The
+ *   that finds work and was the last spinner wakes the next one if it
+ *   still sees work (worker_work_visible, after its seq_cst decrement).  The
  *   waker looks at the nodes nearest first and stops at the first node
  *   that has a spinner (it will find the work) or a parked worker (wake
  *   it).  At most half the busy workers (at least two) spin at a time.
@@ -192,8 +193,14 @@ void park_spin_end(struct weft_worker *w, bool found_work)
 	/* seq_cst: a submitter that saw us spinning skipped its wake; our
 	 * later looks at the queues come after this in the total order. */
 	uint32_t old = fetch_sub_seq_cst(&rt->nodes[w->node]->idle_state, IDLE_SPINNING_ONE);
-	/* The last spinner found work: there may be more, let another look. */
-	if (found_work && IDLE_SPINNING(old) == 1)
+	/* The last spinner found work: if more is visible, let another look.
+	 * The look comes after our seq_cst decrement, so a submitter that
+	 * skipped its wake because it saw us spinning has its task seen here
+	 * (worker_work_visible's seq_cst loads); one that comes later sees no
+	 * spinner and wakes someone itself.  Nothing visible: no wake, which
+	 * keeps a lone task (the wake-latency case) from paying for a second
+	 * futex wake before it runs. */
+	if (found_work && IDLE_SPINNING(old) == 1 && worker_work_visible(w))
 		park_wake_one(rt, w->node);
 }
 

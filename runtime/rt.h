@@ -240,21 +240,35 @@ static inline void maybe_wake_for(struct weft_worker *w)
 	worker_wake_for_spawn(w);
 }
 
+/* group.c: the out-of-line halves of rt_push_local.  _slow is the whole
+ * push when the arena's free list is empty or the deque is full; _after runs
+ * once the task is on the deque and a thief asked for a split, or a worker
+ * might need waking (maybe_wake_for's condition). */
+int rt_push_local_slow(struct weft_worker *w, void (*fn)(void *), void *arg, struct weft_group *g, uint32_t flags);
+int rt_push_local_after(struct weft_worker *w);
+
+/* Push a task onto w's own deque (w is the calling worker).  The fast path
+ * makes no call, so a caller that tail-calls it needs no stack frame: a
+ * frame from the private free list, the private push (deque_push_at), and
+ * one test of split_req, the node's idle word and multi_node together. */
 static inline int rt_push_local(struct weft_worker *w, void (*fn)(void *), void *arg, struct weft_group *g,
 				uint32_t flags)
 {
-	struct weft_task *t = arena_alloc(&w->arena);
-	if (unlikely(!t))
-		return -ENOMEM;
+	struct weft_deque *d = &w->deque;
+	struct weft_task *t = w->arena.free;
+	int64_t b = d->bottom;
+
+	if (unlikely(!t) || unlikely(!deque_push_fits(d, b)))
+		return rt_push_local_slow(w, fn, arg, g, flags);
+	w->arena.free = t->next;
 	t->fn = fn;
 	t->arg = arg;
 	t->group = g;
 	t->flags = flags;
-	if (unlikely(deque_push(&w->deque, t) < 0)) {
-		arena_free(&w->arena, &w->arena, t);
-		return -ENOMEM;
-	}
-	maybe_wake_for(w);
+	deque_push_at(d, b, t);
+	/* relaxed: hints, as in deque_push and maybe_wake_for. */
+	if (unlikely(load_relaxed(&d->split_req) | load_relaxed(w->node_idle) | w->multi_node))
+		return rt_push_local_after(w);
 	return 0;
 }
 

@@ -16,7 +16,11 @@ struct weft_group;
 
 enum {
 	/* The group count for this task lives in the group owner's private
-	 * `local` field (see group handling in worker.c). */
+	 * `local` field (see group.c).  Set only by the owner's
+	 * weft_group_spawn through rt_push_local, so its frame comes from the
+	 * owner's arena (it may move to a thief's deque in a batch steal):
+	 * the owner's weft_group_wait fast path frees it there without
+	 * looking at `arena`. */
 	TASK_COUNTED_LOCAL = 1u << 0,
 };
 

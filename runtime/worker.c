@@ -9,13 +9,20 @@
  *   worker looks at its node's injection queues first (Go's scheduler does
  *   the same with its global queue), so outside submissions are not starved
  *   by a deep deque.  Injected tasks are taken in batches: the first runs,
- *   the rest go to the worker's deque where thieves can reach them.
+ *   the rest go to the worker's deque where thieves can reach them.  So are
+ *   tasks stolen on the own node (up to half the victim's public part, one
+ *   CAS; the rest stay private on the thief's deque); from another node
+ *   one task at a time.
  *
  * Invariants
  *   - Only the worker touches its deque's owner end, its arena's private
  *     free list, tick, rng and stats.
  *   - A frame is freed (to its owner's arena) before the task runs, so
  *     the next spawn reuses a hot line; fn/arg/group are copied out first.
+ *   - A worker's batched group decrements (pend_group, see group.c) are
+ *     flushed before it runs a task of another group and whenever its
+ *     search comes back empty, so a group looks finished late by at most
+ *     one fruitless search, never early.
  *   - No task is lost at shutdown: a worker parks in the main loop only
  *     with an empty deque, and termination needs every worker parked there
  *     with every queue empty (see rt.c).
@@ -33,6 +40,7 @@
 __thread struct weft_worker *weft_tls_worker __attribute__((tls_model("initial-exec")));
 
 #define INJECT_BATCH 16
+#define STEAL_BATCH 8
 #define SPIN_ROUNDS 64
 #define INJECT_TICK 61
 #define LOCAL_PATIENCE_NS (10 * 1000 * 1000)
@@ -130,14 +138,28 @@ static struct weft_task *take_own_node_injected(struct weft_worker *w)
 	return t;
 }
 
+/* Steal from v.  On our own node take up to STEAL_BATCH (half the public
+ * part) with one CAS: run the oldest, keep the rest on our deque, private
+ * (thieves ask for them with a split request as usual; public, they were
+ * seen to ping-pong between two workers stealing them back and forth).
+ * Tiny tasks then cost one steal per batch, not one each.  From another
+ * node take one: what crosses nodes stays small. */
 static struct weft_task *steal_from(struct weft_worker *w, struct weft_worker *v, bool remote)
 {
+	struct weft_task *got[STEAL_BATCH];
 	for (int tries = 0; tries < 4; tries++) {
 		int why;
-		struct weft_task *t = deque_steal(&v->deque, &why);
-		if (t) {
-			count(remote ? &w->stats.steals_remote : &w->stats.steals_local);
-			return t;
+		unsigned k = deque_steal_many(&v->deque, got, remote ? 1 : STEAL_BATCH, &why);
+		if (k) {
+			uint64_t *c = remote ? &w->stats.steals_remote : &w->stats.steals_local;
+			store_relaxed(c, load_relaxed(c) + k);
+			for (unsigned i = 1; i < k; i++) {
+				if (likely(deque_push(&w->deque, got[i]) == 0))
+					continue;
+				/* Out of memory for our deque: run it here. */
+				worker_run_task(w, got[i]);
+			}
+			return got[0];
 		}
 		if (why == DEQUE_EMPTY)
 			break;
@@ -170,6 +192,14 @@ static struct weft_task *steal_on_node(struct weft_worker *w, unsigned ni, bool 
 
 static struct weft_task *find_work(struct weft_worker *w);
 
+/* The search came back empty: let waiters see what we finished. */
+static struct weft_task *found_nothing(struct weft_worker *w)
+{
+	if (w->pend_group)
+		group_flush(w);
+	return NULL;
+}
+
 struct weft_task *worker_find_work(struct weft_worker *w)
 {
 	struct weft_task *t = find_work(w);
@@ -191,9 +221,12 @@ static struct weft_task *find_work(struct weft_worker *w)
 		if (t)
 			return t;
 	}
-	/* Out of own work: let waiters see what we finished. */
-	if (w->pend_group)
-		group_flush(w);
+	/* Finished tasks of another worker's group stay batched while we
+	 * find more work (usually stolen from the same group: one RMW on the
+	 * group's line per run of steals, not one per stolen task, which took
+	 * the line from the owner spawning into it); they are flushed when
+	 * the search comes back empty (found_nothing), and when a task of
+	 * another group runs (worker_run_task). */
 	t = take_own_node_injected(w);
 	if (t)
 		return t;
@@ -212,7 +245,7 @@ static struct weft_task *find_work(struct weft_worker *w)
 		if (w->local_wait_since == 0)
 			w->local_wait_since = now;
 		if (now - w->local_wait_since < LOCAL_PATIENCE_NS)
-			return NULL;
+			return found_nothing(w);
 	}
 	w->local_wait_since = 0;
 	for (unsigned k = 0; k + 1 < rt->nnodes; k++) {
@@ -228,7 +261,7 @@ static struct weft_task *find_work(struct weft_worker *w)
 				return t;
 		}
 	}
-	return NULL;
+	return found_nothing(w);
 }
 
 /* The next task for a worker that is not idle: own deque, with the
