@@ -97,6 +97,7 @@ static struct weft_task *take_injected(struct weft_worker *w, struct weft_inject
 	if (n == 0)
 		return NULL;
 	struct weft_task *first = NULL;
+	unsigned queued = 0;
 	for (unsigned i = 0; i < n; i++) {
 		struct weft_task *t = arena_alloc(&w->arena);
 		if (t) {
@@ -109,8 +110,10 @@ static struct weft_task *take_injected(struct weft_worker *w, struct weft_inject
 				first = t;
 				continue;
 			}
-			if (deque_push(&w->deque, t) == 0)
+			if (deque_push(&w->deque, t) == 0) {
+				queued++;
 				continue;
+			}
 			arena_free(&w->arena, &w->arena, t);
 		}
 		/* Out of memory: run what cannot be queued right here. */
@@ -123,6 +126,14 @@ static struct weft_task *take_injected(struct weft_worker *w, struct weft_inject
 		count(&w->stats.injected);
 		if (remote)
 			count(&w->stats.injected_remote);
+	}
+	/* The rest of a batch is not our children (no locality to keep):
+	 * publish it at once, and wake a sleeper as a spawn would.  On the
+	 * private part a long first task would hide it from every thief,
+	 * since we answer split requests only at our next push or pop. */
+	if (queued) {
+		deque_share_all(&w->deque);
+		maybe_wake_for(w);
 	}
 	return first;
 }
