@@ -924,13 +924,6 @@ static void outside_task(void *p)
 	}
 }
 
-/* Requests used to hop in messages cached in the submitter record; they
- * travel as grants now (outside_task), so there is nothing to free. */
-void acquire_free_hops(struct submitter *rec)
-{
-	(void)rec;
-}
-
 static int submit_any(struct weft_rt *rt, const struct weft_dep *deps, size_t n, uint8_t kind, void *p1, void *p2)
 {
 	struct weft_grant *g;

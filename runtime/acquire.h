@@ -23,10 +23,6 @@ void acquire_fini(struct weft_rt *rt);
 bool acquire_cancel_stuck(struct weft_rt *rt);
 void acquire_stats(struct weft_rt *rt, struct weft_acquire_stats *out);
 struct submitter;
-/* Was: frees the hop messages a submitter record cached.  Requests from
- * threads that are not workers now travel as their grants (acquire.c,
- * outside_task), so there is nothing left to free; kept for rt.c. */
-void acquire_free_hops(struct submitter *rec);
 /* Frees the grants a submitter record made; returns how many were never
  * released. */
 unsigned acquire_free_grants(struct submitter *rec);

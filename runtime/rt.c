@@ -162,7 +162,6 @@ static void free_rt(struct weft_rt *rt)
 	topology_free(&rt->topo);
 	while (rt->submitters) {
 		struct submitter *next = rt->submitters->next;
-		acquire_free_hops(rt->submitters);
 		unsigned leaked = acquire_free_grants(rt->submitters);
 		if (leaked)
 			fprintf(stderr, "weft: weft_destroy: %u grant(s) of a thread were never released; freed\n", leaked);

@@ -120,18 +120,14 @@ struct weft_node {
 struct submitter {
 	uint32_t active WEFT_ALIGNED;
 	struct submitter *next;
-	/* Small messages this thread sends to workers (acquire.c's hops):
-	 * the thread pops `local`; workers push what they are done with on
-	 * `remote`, which the thread takes whole with one exchange (a
-	 * push-only stack drained whole has no ABA problem). */
-	void *local;
-	/* The same for grants (acquire.c): every grant made, the free ones
-	 * the thread pops, the ones other threads gave back. */
+	/* Grants this thread makes (acquire.c): every grant made, and the
+	 * free ones the thread pops; workers push the ones they are done with
+	 * on `grant_remote`, which the thread takes whole with one exchange
+	 * (a push-only stack drained whole has no ABA problem). */
 	void *grant_all;
 	void *grant_local;
 	unsigned grant_total;
-	void *remote WEFT_ALIGNED;
-	void *grant_remote;
+	void *grant_remote WEFT_ALIGNED;
 };
 
 _Static_assert(sizeof(struct submitter) <= 4096, "a submitter record fits its page");
