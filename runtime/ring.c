@@ -88,6 +88,7 @@ struct ring {
 	int efd;
 	uint64_t efd_buf;
 	struct io_op *backlog_head, *backlog_tail;
+	struct mail *mail_retry;  /* cancel requests waiting for an SQE */
 	struct ring_counters stats WEFT_ALIGNED;
 };
 
@@ -363,6 +364,15 @@ static void take_mail(struct weft_worker *w, struct ring *r)
 {
 	/* acquire: pairs with ring_cancel's cas_release push. */
 	struct mail *m = load_relaxed(&w->io_mail) ? exchange_acq_rel(&w->io_mail, NULL) : NULL;
+	/* Requests that found no SQE last time go first. */
+	if (r->mail_retry) {
+		struct mail *last = r->mail_retry;
+		while (last->next)
+			last = last->next;
+		last->next = m;
+		m = r->mail_retry;
+		r->mail_retry = NULL;
+	}
 	while (m) {
 		struct mail *next = m->next;
 		/* An operation still in the backlog is not in the kernel yet:
@@ -385,23 +395,30 @@ static void take_mail(struct weft_worker *w, struct ring *r)
 			 * request finds nothing (-ENOENT, ignored). */
 			io_uring_prep_cancel64(sqe, (uint64_t)(uint32_t)m->handle, 0);
 			io_uring_sqe_set_data64(sqe, UD_CANCEL);
+		} else if (!answered) {
+			/* The kernel takes nothing right now: keep the request. */
+			m->next = r->mail_retry;
+			r->mail_retry = m;
+			m = next;
+			continue;
 		}
 		free(m);
 		m = next;
 	}
 	/* seq_cst: pairs with io_shutdown's store; runs once per ring. */
 	if (unlikely(!r->cancel_all_sent) && load_seq_cst(&w->rt->io_shutdown)) {
-		r->cancel_all_sent = true;
 		while (r->backlog_head) {
 			struct io_op *op = r->backlog_head;
 			r->backlog_head = op->next;
 			complete_op(w, r, (uint64_t)(uint32_t)op_handle(w->rt, op), -ECANCELED);
 		}
 		r->backlog_tail = NULL;
+		/* No SQE now: the next poll or park tries again. */
 		struct io_uring_sqe *sqe = ring_sqe(r);
 		if (sqe) {
 			io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY | IORING_ASYNC_CANCEL_ALL);
 			io_uring_sqe_set_data64(sqe, UD_CANCEL);
+			r->cancel_all_sent = true;
 		}
 	}
 }
@@ -424,7 +441,7 @@ bool ring_poll(struct weft_worker *w)
 		store_relaxed(&r->inflight, r->inflight - r->settle);
 		r->settle = 0;
 	}
-	if (load_relaxed(&w->io_mail) || unlikely(load_relaxed(&w->rt->io_shutdown)))
+	if (load_relaxed(&w->io_mail) || r->mail_retry || unlikely(load_relaxed(&w->rt->io_shutdown)))
 		take_mail(w, r);
 	if (ring_needs_enter(r)) {
 		int rc = os_ring_submit(&r->ring, true);
@@ -445,7 +462,7 @@ bool ring_poll(struct weft_worker *w)
 bool ring_has_work(struct weft_worker *w)
 {
 	struct ring *r = w->ring;
-	return io_uring_cq_ready(&r->ring) > 0 || ring_needs_enter(r) || r->backlog_head ||
+	return io_uring_cq_ready(&r->ring) > 0 || ring_needs_enter(r) || r->backlog_head || r->mail_retry ||
 	       load_relaxed(&w->io_mail) != NULL;
 }
 
@@ -458,11 +475,18 @@ bool ring_sleep(struct weft_worker *w, uint32_t expect)
 {
 	struct ring *r = w->ring;
 	r->in_park = true;
-	if (load_relaxed(&w->io_mail) || unlikely(load_relaxed(&w->rt->io_shutdown)))
+	if (load_relaxed(&w->io_mail) || r->mail_retry || unlikely(load_relaxed(&w->rt->io_shutdown)))
 		take_mail(w, r);
 	drain_backlog(w, r);
 	count(&r->stats.ring_parks);
-	switch (r->setup->park) {
+	unsigned park = r->setup->park;
+	/* No SQE to arm the wait with (the kernel takes nothing right now):
+	 * sleep the poll way for once rather than spin. */
+	if ((park == WEFT_IO_PARK_FUTEX_OP && !r->futex_armed) || (park == WEFT_IO_PARK_EVENTFD && !r->efd_armed))
+		if (io_uring_sq_space_left(&r->ring) == 0 && os_ring_submit(&r->ring, false) <= 0 &&
+		    io_uring_sq_space_left(&r->ring) == 0)
+			park = WEFT_IO_PARK_POLL;
+	switch (park) {
 	case WEFT_IO_PARK_FUTEX_OP:
 		if (!r->futex_armed) {
 			struct io_uring_sqe *sqe = ring_sqe(r);
@@ -585,6 +609,15 @@ void ring_free(struct weft_worker *w)
 		return;
 	if (r->efd >= 0)
 		close(r->efd);
+	/* Cancel requests that came too late to matter. */
+	struct mail *lists[2] = { r->mail_retry, w->io_mail };
+	for (int i = 0; i < 2; i++)
+		while (lists[i]) {
+			struct mail *next = lists[i]->next;
+			free(lists[i]);
+			lists[i] = next;
+		}
+	w->io_mail = NULL;
 	free(r);
 	w->ring = NULL;
 }
