@@ -4,12 +4,10 @@
  * pop from the public part, and stealing.
  *
  * Overview / Invariants (who writes what, why nothing is lost or doubled)
- *   top        CAS only (thieves, by ranges; the owner for the rest of
- *              the public part once it is near top).
- *   split      owner only: store_release when it grows (publish, and the
- *              restore after a lost claim in the public pop), plain store
- *              followed by the store-load ordering when it shrinks (public
- *              pop), plain store when it is restored to top after that.
+ *   top        CAS only (thieves; the owner for the last public item).
+ *   split      owner only: store_release when it grows (publish), plain
+ *              store followed by the store-load ordering when it shrinks
+ *              (public pop), plain store when it is restored after that.
  *   array      owner only, store_release after the new array is filled.
  *   split_req  thieves set it to 1 (only if they read 0, so idle thieves
  *              do not keep pulling away a line the owner reads in every
@@ -23,20 +21,11 @@
  *   below, so no thief can act on a stale split above the owner's.
  *
  *   The one-item race: the owner's public pop stores split = s and then
- *   reads top; a thief reads top, then split, and takes the range
- *   [t, t + k) with k <= DEQUE_STEAL_MAX and t + k <= the split it saw.
- *   With seq_cst ordering between each store and load (a fence, or seq_cst
- *   RMW/loads under TSan) at least one side sees the other: either the
- *   thief sees split <= s, so its range stops below s, or the owner reads
- *   a top no older than the thief's t.  So when the owner sees
- *   top + DEQUE_STEAL_MAX <= s, no thief's range reaches s and the owner
- *   keeps s without a CAS.  Otherwise it claims all of [top, s] with one
- *   seq_cst CAS on top (the thieves' CAS is in the same total order, so
- *   one of them wins), keeps s and pushes [top, s) back as private items
- *   in the same order; if a thief won, it restores split and starts over.
- *   With one item left (top == s) that is Chase-Lev's last-item CAS.  Far
- *   from top the owner lowers split by a whole chunk c instead of 1 and
- *   keeps [s - c, s) by the same check on index s - c.
+ *   reads top; a thief reads top, then split.  With seq_cst ordering
+ *   between each store and load (a fence, or seq_cst RMW/loads under TSan)
+ *   at least one side sees the other: either the thief sees split <= t and
+ *   fails, or the owner sees top == s and both CAS top, or the owner sees
+ *   top < s and the thief's index t < s is not the owner's item.
  *
  *   Growth copies [o_top, bottom) into a doubled array and retires the old
  *   one without touching it again, so a thief that read the old pointer
@@ -148,7 +137,7 @@ int deque_grow(struct weft_deque *d)
 			load_relaxed(&old->slots[(uint64_t)i & old->mask]);
 	old->retired_next = d->retired;
 	d->retired = old;
-	/* Release pairs with the acquire load of array in deque_steal_many: a thief
+	/* Release pairs with the acquire load of array in deque_steal: a thief
 	 * that sees the new array sees it filled. */
 	store_release(&d->array, a);
 	d->slots = a->slots;
@@ -166,7 +155,7 @@ void deque_publish(struct weft_deque *d)
 	if (priv <= 0)
 		return;
 	d->o_split += (priv + 1) / 2;
-	/* Release pairs with the acquire loads of split in deque_steal_many: the
+	/* Release pairs with the acquire loads of split in deque_steal: the
 	 * slot stores (and the tasks' contents) become visible with it; so
 	 * does a grown array, stored before. */
 	store_release(&d->split, d->o_split);
@@ -179,7 +168,7 @@ void deque_share_all(struct weft_deque *d)
 	if (d->bottom == d->o_split)
 		return;
 	d->o_split = d->bottom;
-	/* release: pairs with the acquire loads of split in deque_steal_many, as
+	/* release: pairs with the acquire loads of split in deque_steal, as
 	 * in deque_publish. */
 	store_release(&d->split, d->o_split);
 }
@@ -188,135 +177,64 @@ void deque_share_all(struct weft_deque *d)
  * [top, split), split standing for Chase-Lev's bottom. */
 struct weft_task *deque_pop_public(struct weft_deque *d)
 {
-	for (;;) {
-		int64_t s = d->o_split;
-		int64_t t;
-		struct weft_task *x;
+	int64_t s = d->o_split;
+	int64_t t;
+	struct weft_task *x;
 
-		/* top <= split always, so top == split here means nothing is
-		 * left and no thief can race us: skip the fence.  Acquire pairs
-		 * with the thieves' CAS on top, as in deque_grow (o_top is set
-		 * from it). */
-		t = load_acquire(&d->top);
-		if (t >= s) {
-			d->o_top = t;
-			return NULL;
-		}
-		/* Far from top, take back a chunk at once: [s - c, s) becomes
-		 * private again (the same store-load check covers index s - c),
-		 * so draining a long public part costs a fence and a read of
-		 * the thieves' line per chunk, not per item.  It leaves at
-		 * least DEQUE_STEAL_MAX + half the rest public. */
-		int64_t c = s - t > 2 * DEQUE_STEAL_MAX ? (s - t - DEQUE_STEAL_MAX) / 2 : 1;
-		if (c > 1) {
-			int64_t lo = s - c;
+	/* top <= split always, so top == split here means nothing is left and
+	 * no thief can race us: skip the fence.  Acquire pairs with the
+	 * thieves' CAS on top, as in deque_grow (o_top is set from it). */
+	t = load_acquire(&d->top);
+	if (t >= s) {
+		d->o_top = t;
+		return NULL;
+	}
+	s--;
 #if WEFT_TSAN
-			exchange_seq_cst(&d->split, lo);
-			t = load_seq_cst(&d->top);
+	/* TSan ignores fences: a seq_cst exchange and load give it the same
+	 * store-load ordering, pairing with the seq_cst loads in deque_steal. */
+	exchange_seq_cst(&d->split, s);
+	t = load_seq_cst(&d->top);
 #else
-			store_relaxed(&d->split, lo);
-			/* Store-load ordering, as below. */
-			fence_seq_cst();
-			/* Acquire pairs with the thieves' CAS on top. */
-			t = load_acquire(&d->top);
+	store_relaxed(&d->split, s);
+	/* Store-load ordering: pairs with the fence in deque_steal between
+	 * its read of top and its read of split. */
+	fence_seq_cst();
+	/* Acquire pairs with the thieves' CAS on top (o_top is set from it). */
+	t = load_acquire(&d->top);
 #endif
-			if (t + DEQUE_STEAL_MAX <= lo) {
-				/* No thief's range reaches lo (see the one-item
-				 * race): [lo, s) is ours; run s - 1, keep the
-				 * rest private. */
-				x = load_relaxed(&d->slots[(uint64_t)(s - 1) & d->mask]);
-				d->o_split = lo;
-				store_relaxed(&d->bottom, s - 1);
-				d->o_top = t;
-				return x;
-			}
-			/* Thieves got close meanwhile: make it all public
-			 * again (release, as in deque_publish) and retry. */
-			store_release(&d->split, s);
-			continue;
-		}
-		s--;
-#if WEFT_TSAN
-		/* TSan ignores fences: a seq_cst exchange and load give it the
-		 * same store-load ordering, pairing with the seq_cst loads in
-		 * deque_steal_many. */
-		exchange_seq_cst(&d->split, s);
-		t = load_seq_cst(&d->top);
-#else
-		store_relaxed(&d->split, s);
-		/* Store-load ordering: pairs with the fence in deque_steal_many
-		 * between its read of top and its read of split. */
-		fence_seq_cst();
-		/* Acquire pairs with the thieves' CAS on top (o_top is set
-		 * from it). */
-		t = load_acquire(&d->top);
-#endif
-		if (t + DEQUE_STEAL_MAX <= s) {
-			/* No thief can reach index s: a thief's range starts at
-			 * a top no newer than t and spans at most
-			 * DEQUE_STEAL_MAX.  Keep it: bottom and split now both
-			 * stand at s. */
-			x = load_relaxed(&d->slots[(uint64_t)s & d->mask]);
-			d->o_split = s;
-			store_relaxed(&d->bottom, s);
-			d->o_top = t;
-			return x;
-		}
-		if (t < s) {
-			/* A thief's range might reach s: claim the whole rest,
-			 * [t, s], with one CAS, run s and keep [t, s) as
-			 * private items again (same order, new indices).  They
-			 * number fewer than DEQUE_STEAL_MAX and fewer than the
-			 * capacity (they were all in the array at once). */
-			struct weft_task *keep[DEQUE_STEAL_MAX];
-			unsigned n = (unsigned)(s - t);
-
-			for (unsigned i = 0; i < n; i++)
-				keep[i] = load_relaxed(&d->slots[(uint64_t)(t + i) & d->mask]);
-			x = load_relaxed(&d->slots[(uint64_t)s & d->mask]);
-			/* seq_cst: one total order with the thieves' CAS. */
-			if (cas_seq_cst(&d->top, &t, s + 1)) {
-				s++;
-				/* Relaxed: top == split, nothing to publish. */
-				store_relaxed(&d->split, s);
-				d->o_split = s;
-				d->o_top = s;
-				for (unsigned i = 0; i < n; i++)
-					deque_push_at(d, s + (int64_t)i, keep[i]);
-				return x;
-			}
-			/* A thief moved top first: put split back and start
-			 * over.  Release, as in deque_publish: what is public
-			 * again must be readable by a thief that acquires it. */
-			store_release(&d->split, s + 1);
-			continue;
-		}
-		x = NULL;
-		if (t == s) {
-			/* The last public item: whoever moves top past s owns
-			 * it.  seq_cst: the same total order the thieves' CAS
-			 * is in. */
-			x = load_relaxed(&d->slots[(uint64_t)s & d->mask]);
-			if (!cas_seq_cst(&d->top, &t, t + 1))
-				x = NULL;
-		}
-		/* Empty now either way (top == s + 1): put split back.
-		 * Relaxed: it publishes nothing, thieves reading it see
-		 * top == split. */
-		s++;
-		store_relaxed(&d->split, s);
+	if (t < s) {
+		/* No thief can reach index s: keep it, the deque's bottom and
+		 * split now both stand at s. */
+		x = load_relaxed(&d->slots[(uint64_t)s & d->mask]);
 		d->o_split = s;
 		store_relaxed(&d->bottom, s);
-		d->o_top = s;
+		d->o_top = t;
 		return x;
 	}
+	x = NULL;
+	if (t == s) {
+		/* The last public item: whoever moves top past s owns it.
+		 * seq_cst: the same total order the thieves' CAS is in. */
+		x = load_relaxed(&d->slots[(uint64_t)s & d->mask]);
+		if (!cas_seq_cst(&d->top, &t, t + 1))
+			x = NULL;
+	}
+	/* Empty now either way (top == s + 1): put split back.  Relaxed: it
+	 * publishes nothing, thieves reading it see top == split. */
+	s++;
+	store_relaxed(&d->split, s);
+	d->o_split = s;
+	store_relaxed(&d->bottom, s);
+	d->o_top = s;
+	return x;
 }
 
-unsigned deque_steal_many(struct weft_deque *d, struct weft_task **out, unsigned max, int *why)
+struct weft_task *deque_steal(struct weft_deque *d, int *why)
 {
 	struct deque_array *a;
+	struct weft_task *x;
 	int64_t t, s;
-	unsigned k;
 
 #if WEFT_TSAN
 	/* seq_cst loads stand in for the fence below (TSan ignores fences);
@@ -343,33 +261,17 @@ unsigned deque_steal_many(struct weft_deque *d, struct weft_task **out, unsigned
 		if (!load_relaxed(&d->split_req))
 			store_relaxed(&d->split_req, 1);
 		*why = DEQUE_EMPTY;
-		return 0;
+		return NULL;
 	}
-	/* Half the public part, rounded up, within max and DEQUE_STEAL_MAX
-	 * (the owner's pop relies on that bound). */
-	if (max > DEQUE_STEAL_MAX)
-		max = DEQUE_STEAL_MAX;
-	k = (uint64_t)(s - t + 1) / 2 < max ? (unsigned)((s - t + 1) / 2) : max;
-	if (k == 0)
-		k = 1;
 	/* Acquire pairs with store_release in deque_grow; loaded after split
 	 * so that the array holding a just-published index is seen. */
 	a = load_acquire(&d->array);
-	/* Read before the CAS: once top moves, the owner may reuse the
-	 * slots. */
-	for (unsigned i = 0; i < k; i++)
-		out[i] = load_relaxed(&a->slots[(uint64_t)(t + i) & a->mask]);
-	/* seq_cst: one total order with the owner's CAS in deque_pop_public. */
-	if (!cas_seq_cst(&d->top, &t, t + (int64_t)k)) {
+	/* Read before the CAS: once top moves, the owner may reuse the slot. */
+	x = load_relaxed(&a->slots[(uint64_t)t & a->mask]);
+	/* seq_cst: one total order with the owner's CAS on the last item. */
+	if (!cas_seq_cst(&d->top, &t, t + 1)) {
 		*why = DEQUE_ABORT;
-		return 0;
+		return NULL;
 	}
-	return k;
-}
-
-struct weft_task *deque_steal(struct weft_deque *d, int *why)
-{
-	struct weft_task *x;
-
-	return deque_steal_many(d, &x, 1, why) ? x : NULL;
+	return x;
 }

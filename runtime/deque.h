@@ -27,13 +27,9 @@
  *     public pop; `o_top` is a stale lower bound of `top` that the owner
  *     read with acquire, so the slots below it are free to reuse.
  *   - A task is taken exactly once: a private item by the owner alone, a
- *     public item by the one successful CAS on top (a thief's CAS takes a
- *     range [top, top + k), k <= DEQUE_STEAL_MAX), except the public item
- *     the owner pops while top + DEQUE_STEAL_MAX <= that index, which no
- *     thief's range can reach (the seq_cst store-load pair in pop and
- *     steal, see deque.c).  Nearer to top the owner takes the whole rest
- *     of the public part with one CAS and keeps all but the newest item as
- *     private items again, in the same order.
+ *     public item by the one successful CAS on top, except the public item
+ *     the owner pops while top < that index, which no thief can reach (the
+ *     seq_cst store-load pair in pop and steal, see deque.c).
  *   - Thieves read a slot before their CAS; the owner overwrites a slot only
  *     after an acquire load of top showed it taken.
  *   - Arrays only grow (doubling) and retired arrays stay readable until
@@ -91,12 +87,6 @@ struct weft_deque {
 
 enum { DEQUE_EMPTY = 0, DEQUE_ABORT = 1 };
 
-/* Most items one deque_steal_many takes.  The owner's public pop takes its
- * item without a CAS only while top + DEQUE_STEAL_MAX <= that item's index
- * (no thief's range can reach it); nearer to top it claims the rest of the
- * public part with a CAS on top (see deque.c). */
-#define DEQUE_STEAL_MAX 16
-
 /* 0, or -ENOMEM (also for log2_capacity > DEQUE_MAX_LOG2). */
 int deque_init(struct weft_deque *d, unsigned log2_capacity);
 /* The same, with the arrays on a NUMA node (-1: anywhere). */
@@ -107,10 +97,6 @@ void deque_fini(struct weft_deque *d);
  * public part is empty; a split has been requested) or DEQUE_ABORT (lost a
  * race with another thief or the owner; retrying may succeed). */
 struct weft_task *deque_steal(struct weft_deque *d, int *why);
-/* Any thread.  Takes the oldest ceil(public / 2) items, at most max (1 <=
- * max <= DEQUE_STEAL_MAX), with one CAS on top; stores them oldest first in
- * out[] and returns how many, or 0 with *why as for deque_steal. */
-unsigned deque_steal_many(struct weft_deque *d, struct weft_task **out, unsigned max, int *why);
 
 /* Slow paths of the inline owner operations below. */
 int deque_grow(struct weft_deque *d);

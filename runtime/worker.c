@@ -40,7 +40,6 @@
 __thread struct weft_worker *weft_tls_worker __attribute__((tls_model("initial-exec")));
 
 #define INJECT_BATCH 16
-#define STEAL_BATCH 8
 #define SPIN_ROUNDS 64
 #define INJECT_TICK 61
 #define LOCAL_PATIENCE_NS (10 * 1000 * 1000)
@@ -149,28 +148,14 @@ static struct weft_task *take_own_node_injected(struct weft_worker *w)
 	return t;
 }
 
-/* Steal from v.  On our own node take up to STEAL_BATCH (half the public
- * part) with one CAS: run the oldest, keep the rest on our deque, private
- * (thieves ask for them with a split request as usual; public, they were
- * seen to ping-pong between two workers stealing them back and forth).
- * Tiny tasks then cost one steal per batch, not one each.  From another
- * node take one: what crosses nodes stays small. */
 static struct weft_task *steal_from(struct weft_worker *w, struct weft_worker *v, bool remote)
 {
-	struct weft_task *got[STEAL_BATCH];
 	for (int tries = 0; tries < 4; tries++) {
 		int why;
-		unsigned k = deque_steal_many(&v->deque, got, remote ? 1 : STEAL_BATCH, &why);
-		if (k) {
-			uint64_t *c = remote ? &w->stats.steals_remote : &w->stats.steals_local;
-			store_relaxed(c, load_relaxed(c) + k);
-			for (unsigned i = 1; i < k; i++) {
-				if (likely(deque_push(&w->deque, got[i]) == 0))
-					continue;
-				/* Out of memory for our deque: run it here. */
-				worker_run_task(w, got[i]);
-			}
-			return got[0];
+		struct weft_task *t = deque_steal(&v->deque, &why);
+		if (t) {
+			count(remote ? &w->stats.steals_remote : &w->stats.steals_local);
+			return t;
 		}
 		if (why == DEQUE_EMPTY)
 			break;

@@ -6,11 +6,8 @@
  * ceil(private/2) on request) and cover growth and failed growth.  The
  * concurrent tests check that every task is taken exactly once with
  * per-item counters: one owner with a random push/pop mix against three
- * thieves (growth under stealing, fresh small deque each round; one thief
- * steals single items, two take ranges with deque_steal_many), the
- * one-item race between the owner's pop and the thieves, and the range
- * race (the owner pops a wholly public deque back while thieves take
- * ranges: its pop far from top and its claim near top).  The tasks are
+ * thieves (growth under stealing, fresh small deque each round), and the
+ * one-item race between the owner's pop and the thieves.  The tasks are
  * real frames whose fields the owner writes before pushing and the taker
  * checks with plain accesses, so a missing release/acquire shows up under
  * ThreadSanitizer.  WEFT_TEST_SCALE=k divides the concurrent sizes by k.
@@ -113,22 +110,10 @@ static uint64_t model_pop(struct model *m)
 	}
 	if (m->top == m->split)
 		return UINT64_MAX;
-	/* Far from top the owner takes back a chunk of the public part. */
-	if (m->split - m->top > 2 * DEQUE_STEAL_MAX) {
-		int64_t c = (m->split - m->top - DEQUE_STEAL_MAX) / 2;
-
-		m->bottom = m->split - 1;
-		m->split -= c;
-		return m->item[m->bottom];
-	}
 	if (m->top == m->split - 1)
 		return m->item[m->top++];
 	v = m->item[--m->split];
 	m->bottom = m->split;
-	/* Near top, where a thief's range could reach the item, the owner
-	 * claims the rest of the public part and keeps it private. */
-	if (m->top + DEQUE_STEAL_MAX > m->split)
-		m->split = m->top;
 	return v;
 }
 
@@ -138,23 +123,6 @@ static uint64_t model_steal(struct model *m)
 		return m->item[m->top++];
 	m->req = 1;
 	return UINT64_MAX;
-}
-
-/* Takes up to max of the oldest ceil(public / 2) into out[]; 0 when the
- * public part is empty. */
-static unsigned model_steal_many(struct model *m, uint64_t *out, unsigned max)
-{
-	int64_t k = (m->split - m->top + 1) / 2;
-
-	if (m->top >= m->split) {
-		m->req = 1;
-		return 0;
-	}
-	if (k > (int64_t)max)
-		k = max;
-	for (int64_t i = 0; i < k; i++)
-		out[i] = m->item[m->top++];
-	return (unsigned)k;
 }
 
 static void check_against_model(struct weft_deque *d, struct model *m)
@@ -226,7 +194,7 @@ Test(deque, model_interleavings, .timeout = 120)
 				cr_assert_null(t, "step %ld", (long)step);
 			else
 				cr_assert(t && untok(t) == want, "step %ld", (long)step);
-		} else if (r % 100 < 95) {
+		} else {
 			t = deque_steal(&d, &why);
 			want = model_steal(&m);
 			if (want == UINT64_MAX) {
@@ -235,17 +203,6 @@ Test(deque, model_interleavings, .timeout = 120)
 			} else {
 				cr_assert(t && untok(t) == want, "step %ld", (long)step);
 			}
-		} else {
-			struct weft_task *got[DEQUE_STEAL_MAX];
-			uint64_t exp[DEQUE_STEAL_MAX];
-			unsigned max = 1 + (unsigned)((r >> 8) % DEQUE_STEAL_MAX);
-			unsigned k = deque_steal_many(&d, got, max, &why);
-
-			cr_assert_eq(k, model_steal_many(&m, exp, max), "step %ld", (long)step);
-			if (k == 0)
-				cr_assert_eq(why, DEQUE_EMPTY);
-			for (unsigned i = 0; i < k; i++)
-				cr_assert_eq(untok(got[i]), exp[i], "step %ld", (long)step);
 		}
 		check_against_model(&d, &m);
 	}
@@ -529,27 +486,19 @@ struct thief_arg {
 	int id;
 };
 
-/* Thief 0 takes one item at a time (deque_steal); the others take ranges
- * (deque_steal_many) with a bound that varies from 1 to DEQUE_STEAL_MAX. */
 static void thief_loop(struct stress *s, int id)
 {
-	struct weft_task *got[DEQUE_STEAL_MAX];
-	unsigned empties = 0, tries = 0, k;
+	struct weft_task *t;
+	unsigned empties = 0;
 	int why;
 
 	/* Acquire pairs with the owner's store_release of round_done, which
 	 * follows its last pop: nothing is left to take. */
 	while (!load_acquire(&s->round_done)) {
-		if (id == 0) {
-			got[0] = deque_steal(&s->d, &why);
-			k = got[0] != NULL;
-		} else {
-			k = deque_steal_many(&s->d, got, 1 + tries++ % DEQUE_STEAL_MAX, &why);
-		}
-		if (k) {
-			for (unsigned i = 0; i < k; i++)
-				item_take(&s->it, got[i]);
-			s->stolen[id] += k;
+		t = deque_steal(&s->d, &why);
+		if (t) {
+			item_take(&s->it, t);
+			s->stolen[id]++;
 			empties = 0;
 		} else if (why == DEQUE_ABORT) {
 			s->aborts[id]++;
@@ -749,62 +698,5 @@ Test(deque, one_item_race, .timeout = 240)
 	items_check(&s->it);
 	cr_assert_eq(owner_won + stolen, n);
 	cr_assert_gt(stolen, 0, "the thieves never won the race: nothing was tested");
-	items_free(&s->it);
-}
-
-/* The range race: everything the owner pushes is made public at once, and
- * it pops it all back (the public pop: far from top without a CAS, near
- * top by claiming the rest) while thieves take ranges from the other end.
- * Batches of 1 to 40 items straddle DEQUE_STEAL_MAX. */
-Test(deque, range_race, .timeout = 240)
-{
-	const uint64_t n = 2000000 / test_scale();
-	struct stress *s = &stress;
-	struct thief_arg ta[THIEVES];
-	pthread_t th[THIEVES];
-	uint64_t seed = 0x9fb21c651e98df25ull, owner_took = 0, stolen = 0;
-	struct weft_task *t;
-
-	items_alloc(&s->it, 64, n);
-	cr_assert_eq(deque_init(&s->d, 3), 0);
-	stress_start(s, th, ta);
-	store_relaxed(&s->round_done, 0);
-	pthread_barrier_wait(&s->bar);
-	for (uint64_t i = 0; i < n;) {
-		uint64_t x = rng_next(&seed);
-		uint64_t m = 1 + x % 40, first = i;
-
-		for (; m && i < n; m--, i++)
-			cr_assert_eq(deque_push(&s->d, item_make(&s->it.frames[i - first], i)), 0);
-		deque_share_all(&s->d);
-		for (uint64_t k = (x >> 8) % 64; k; k--)
-			cpu_relax();
-		if ((x >> 16) % 8 == 0)
-			sched_yield();
-		while ((t = deque_pop(&s->d))) {
-			item_take(&s->it, t);
-			owner_took++;
-		}
-		cr_assert_eq(deque_size(&s->d), 0);
-		/* Acquire pairs with the release in item_take: the thieves are
-		 * done with the frames before the next batch rewrites them. */
-		for (uint64_t j = first; j < i; j++)
-			while (!load_acquire(&s->it.taken[j]))
-				sched_yield();
-	}
-	store_release(&s->round_done, 1);
-	pthread_barrier_wait(&s->bar);
-	stress_stop(s, th);
-	deque_fini(&s->d);
-
-	for (int i = 0; i < THIEVES; i++)
-		stolen += s->stolen[i];
-	cr_log_info("range_race: n=%lu owner %lu thieves %lu (aborts %lu %lu %lu)",
-		    (unsigned long)n, (unsigned long)owner_took, (unsigned long)stolen,
-		    (unsigned long)s->aborts[0], (unsigned long)s->aborts[1],
-		    (unsigned long)s->aborts[2]);
-	items_check(&s->it);
-	cr_assert_eq(owner_took + stolen, n);
-	cr_assert_gt(stolen, 0, "the thieves never took anything: nothing was tested");
 	items_free(&s->it);
 }
