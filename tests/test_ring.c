@@ -75,12 +75,13 @@ static void burst(void *p)
 	for (int i = 0; i < r->n; i++) {
 		int h = weft_io_timeout(r->rt, 0, on_done, &slots[i]);
 		if (h < 0) {
-			if (!r->bad)
-				r->bad = h;
+			int none = 0;
+			__atomic_compare_exchange_n(&r->bad, &none, h, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
 			continue;
 		}
 		r->handles[i] = h;
-		__atomic_fetch_add(&r->submitted, 1, __ATOMIC_RELAXED);
+		/* release: the handle and any error before it are seen by main. */
+		__atomic_fetch_add(&r->submitted, 1, __ATOMIC_RELEASE);
 		if (r->cancel_half && (i & 1))
 			weft_io_cancel(r->rt, h);
 	}
@@ -106,16 +107,17 @@ static void run_backlog(bool cancel_half)
 	cr_assert_eq(weft_create(&r.rt, &cfg), 0);
 	cr_assert_eq(weft_spawn(r.rt, burst, &r), 0);
 	/* Let the burst finish and the worker try (and fail) to submit. */
-	for (int t = 0; t < 2000 && __atomic_load_n(&r.submitted, __ATOMIC_RELAXED) < (uint32_t)r.n; t++)
+	for (int t = 0; t < 2000 && __atomic_load_n(&r.submitted, __ATOMIC_ACQUIRE) < (uint32_t)r.n; t++)
 		usleep(1000);
 	usleep(20 * 1000);
-	cr_assert_eq(r.bad, 0, "submit failed while the kernel refused: %d", r.bad);
+	int bad = __atomic_load_n(&r.bad, __ATOMIC_RELAXED);
+	cr_assert_eq(bad, 0, "submit failed while the kernel refused: %d", bad);
 	cr_assert_eq(__atomic_load_n(&r.submitted, __ATOMIC_RELAXED), (uint32_t)r.n);
 	struct weft_stats st;
 	weft_stats(r.rt, &st);
 	cr_assert_gt(st.io.backlogged, 0, "nothing went to the backlog (sq_full %llu, refused %llu)",
-		     (unsigned long long)st.io.sq_full, (unsigned long long)refused);
-	cr_assert_gt(refused, 0);
+		     (unsigned long long)st.io.sq_full, (unsigned long long)__atomic_load_n(&refused, __ATOMIC_RELAXED));
+	cr_assert_gt(__atomic_load_n(&refused, __ATOMIC_RELAXED), 0);
 	/* The kernel takes work again: everything completes. */
 	__atomic_store_n(&refusing, 0, __ATOMIC_RELEASE);
 	weft_spawn(r.rt, burst, &(struct run){ .rt = r.rt, .n = 0 }); /* nudge the worker */
@@ -126,7 +128,7 @@ static void run_backlog(bool cancel_half)
 	weft_os_set(NULL);
 	cr_log_info("%d ops: backlogged %llu, sq_full %llu, refused submits %llu", r.n,
 		    (unsigned long long)st.io.backlogged, (unsigned long long)st.io.sq_full,
-		    (unsigned long long)refused);
+		    (unsigned long long)__atomic_load_n(&refused, __ATOMIC_RELAXED));
 	unsigned cancelled = 0;
 	for (int i = 0; i < r.n; i++) {
 		cr_assert_eq(r.calls[i], 1, "op %d: %u callbacks", i, r.calls[i]);
