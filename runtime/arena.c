@@ -2,9 +2,15 @@
  * arena.c: node_alloc/node_free and the out-of-line half of the frame arena.
  *
  * Owns the page mappings behind every arena block.  The ownership rules,
- * the remote-free protocol and why it has no ABA are in arena.h; this file
- * adds only the slow paths, which run once per 1023 frames (carving) or once
- * per drained remote stack.
+ * the batched remote-free protocol and why it has no ABA are in arena.h:
+ * who writes what (the owner: its free list, blocks, batch list and its
+ * own pending batches for others; a freeing worker: only the head frame of
+ * its pending batch and the owner's `remote` word, by CAS) and why no frame
+ * is lost (each frame moves whole from one place to the next; pending
+ * batches are bounded and flushed before a worker parks).  This file adds
+ * only the slow paths: carving (once per 1023 frames), opening a remote
+ * batch (once per up to 1 + ARENA_BATCH_LIST frames), pushing a batch, and
+ * the flush.
  */
 #include "arena.h"
 
@@ -139,19 +145,122 @@ void arena_fini(struct weft_arena *a)
 	memset(a, 0, sizeof(*a));
 }
 
+/* Push a batch (head listing n frames) onto owner's remote stack. */
+static void batch_push(struct weft_arena *owner, struct weft_task *head, uint32_t n)
+{
+	head->flags = n;
+	struct weft_task *old = load_relaxed(&owner->remote);
+	do {
+		head->next = old;
+		/* Release: pairs with the owner's exchange_acq_rel in
+		 * arena_alloc_slow, so our writes to the head (the list, the
+		 * count, next) and everything earlier users of the batch's
+		 * frames did are visible before the owner reuses them; later
+		 * pushes are RMWs, so they extend this release to whichever
+		 * head the owner takes.  A failed CAS reloads old. */
+	} while (!cas_release(&owner->remote, &old, head));
+}
+
+void arena_free_remote(struct weft_arena *self, struct weft_arena *owner, struct weft_task *t)
+{
+	if (!self) {
+		/* Not a worker: nowhere to keep a batch, so a batch of one. */
+		batch_push(owner, t, 0);
+		return;
+	}
+	unsigned i = t->arena & (ARENA_PEND_SLOTS - 1);
+	struct arena_pend *p = &self->pend[i];
+	if (p->owner == owner) {
+		/* The last frame the head can list: the batch is full. */
+		*batch_slot(p->head, p->n) = t;
+		batch_push(owner, p->head, p->n + 1);
+		p->owner = NULL;
+		self->pend_used &= (uint16_t)~(1u << i);
+		return;
+	}
+	/* Another owner's batch in our slot: send it as it is. */
+	if (p->owner)
+		batch_push(p->owner, p->head, p->n);
+	p->owner = owner;
+	p->head = t;
+	p->n = 0;
+	self->pend_used |= (uint16_t)(1u << i);
+}
+
+void arena_flush_slow(struct weft_arena *self)
+{
+	for (unsigned i = 0; i < ARENA_PEND_SLOTS; i++) {
+		struct arena_pend *p = &self->pend[i];
+		if (p->owner) {
+			batch_push(p->owner, p->head, p->n);
+			p->owner = NULL;
+		}
+	}
+	self->pend_used = 0;
+}
+
+/* Ask for the line of p in a writable state now, so that later stores to it
+ * do not each wait for ownership.  prefetchw (AMD, Intel since Broadwell;
+ * older Intel cores execute it as a NOP); __builtin_prefetch(p, 1) only
+ * emits it with -mprfchw, and otherwise fetches the line shared. */
+static inline void prefetch_for_write(const void *p)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__asm__ __volatile__("prefetchw %0" : : "m"(*(const char *)p));
+#else
+	__builtin_prefetch(p, 1);
+#endif
+}
+
+/* Start fetching, for writing, what opening batch head b will touch: its
+ * listed frames and the head after it.  Reads b, so b itself should have
+ * been prefetched a while ago. */
+static void batch_prefetch(struct weft_task *b)
+{
+	uint32_t n = b->flags;
+	for (uint32_t i = 0; i < n; i++)
+		prefetch_for_write(*batch_slot(b, i));
+	if (b->next)
+		prefetch_for_write(b->next);
+}
+
+/* Hand out batch head b and put the frames it lists on the free list.  The
+ * owner never loads from a listed frame before writing it, and the writes
+ * were asked for one batch earlier (batch_prefetch of the next head while
+ * opening this one; for the first batch after an exchange, just before),
+ * so a spawn does not wait for a line the freer had: the misses overlap
+ * instead of each stalling one spawn on its load of t->next. */
+static struct weft_task *batch_open(struct weft_arena *a, struct weft_task *b)
+{
+	struct weft_task *rest = b->next;
+	a->batches = rest;
+	if (rest)
+		batch_prefetch(rest);
+	uint32_t n = b->flags;
+	struct weft_task *free = a->free;
+	for (uint32_t i = 0; i < n; i++) {
+		struct weft_task *f = *batch_slot(b, i);
+		f->next = free;
+		free = f;
+	}
+	a->free = free;
+	return b;
+}
+
 struct weft_task *arena_alloc_slow(struct weft_arena *a)
 {
-	struct weft_task *t;
+	struct weft_task *t = a->batches;
+	if (t)
+		return batch_open(a, t);
 	/* The relaxed look first: an exchange would take the line from the
 	 * remote freers even when there is nothing to get. */
 	if (load_relaxed(&a->remote)) {
-		/* Acquire half pairs with the cas_release in arena_free: the
-		 * frames and their next links are visible. */
+		/* Acquire half pairs with the cas_release in batch_push: the
+		 * heads, their lists and the frames are visible. */
 		t = exchange_acq_rel(&a->remote, NULL);
 		if (t) {
-			a->free = t->next;
-			t->arena = a->id;
-			return t;
+			batch_prefetch(t);
+			return batch_open(a, t);
 		}
 	}
 	if (a->bump == a->bump_end && arena_grow(a) < 0)

@@ -193,6 +193,8 @@ static struct weft_task *found_nothing(struct weft_worker *w)
 {
 	if (w->pend_group)
 		group_flush(w);
+	/* Partial batches of other arenas' frames back to their owners. */
+	arena_flush(&w->arena);
 	return NULL;
 }
 

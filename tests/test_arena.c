@@ -3,7 +3,10 @@
  *
  * Checks node_alloc's promises (page alignment, zeroing, 2 MiB alignment of
  * large sizes, no huge pages), that memory stays flat under local and remote
- * frees, that a frame is never handed out twice while live, that allocation
+ * frees, that remote frees travel in batches (full ones pushed at once,
+ * partial ones at arena_flush, slots shared between owners, a freer that is
+ * no worker) and every frame comes back exactly once, that a frame is never
+ * handed out twice while live, that allocation
  * failure surfaces as NULL / -ENOMEM, and prints the cost of an alloc+free
  * pair.
  *
@@ -168,29 +171,148 @@ Test(arena, frames_distinct_aligned_and_tagged)
 	cr_assert_eq(a.nblocks, 0);
 }
 
-/* One thread freeing into another arena: the frames come back through the
- * remote stack to their owner, in one exchange. */
+/* Frames carved from a so far (every block full but the current one). */
+static size_t carved(const struct weft_arena *a)
+{
+	return a->nblocks * ARENA_BLOCK_FRAMES - (size_t)(a->bump_end - a->bump);
+}
+
+static int ptr_cmp(const void *l, const void *r)
+{
+	uintptr_t a = (uintptr_t)*(struct weft_task *const *)l, b = (uintptr_t)*(struct weft_task *const *)r;
+	return a < b ? -1 : a > b;
+}
+
+/* Allocate from a until it would carve a new frame; every frame must be one
+ * of want[0..n) and come back exactly once.  Returns how many came back, or
+ * -1 on a stranger or a duplicate.  Marks are kept outside the frames: a
+ * batch head's words hold its list.  Sorts want[]. */
+static long drain_expect(struct weft_arena *a, struct weft_task **want, size_t n)
+{
+	qsort(want, n, sizeof(*want), ptr_cmp);
+	bool *seen = calloc(n ? n : 1, sizeof(*seen));
+	long got = 0;
+	for (;;) {
+		struct weft_task *before = a->bump;
+		size_t blocks = a->nblocks;
+		struct weft_task *t = arena_alloc(a);
+		if (!t || !seen)
+			break;
+		if (a->bump != before || a->nblocks != blocks)
+			break; /* carved: everything freed is back */
+		struct weft_task **hit = bsearch(&t, want, n, sizeof(*want), ptr_cmp);
+		if (!hit || seen[hit - want] || t->arena != a->id) {
+			got = -1;
+			break;
+		}
+		seen[hit - want] = true;
+		got++;
+	}
+	free(seen);
+	return got;
+}
+
+/* One thread freeing into another arena: the frames travel in batches of
+ * up to 1 + ARENA_BATCH_LIST, one push per batch; the partial last batch
+ * waits in the freer's slot until arena_flush.  Every frame comes back
+ * once. */
 Test(arena, remote_free_single_thread)
 {
+	enum { N = 100, FULL = 1 + ARENA_BATCH_LIST };
 	struct weft_arena a, b;
 	cr_assert_eq(arena_init(&a, 0, -1), 0);
 	cr_assert_eq(arena_init(&b, 1, -1), 0);
-	struct weft_task *f[100];
-	for (unsigned i = 0; i < 100; i++)
+	struct weft_task *f[N];
+	for (unsigned i = 0; i < N; i++)
 		f[i] = arena_alloc(&a);
-	for (unsigned i = 0; i < 100; i++)
+	for (unsigned i = 0; i < N; i++)
 		arena_free(&b, &a, f[i]);
 	cr_assert_null(b.free);
-	cr_assert_eq(a.remote, f[99]);
-	/* The private list is empty, so the next alloc takes the whole
-	 * stack: newest first. */
+	/* N / FULL full batches went out; each head is the batch's first
+	 * frame and lists the rest in order. */
+	unsigned batches = 0;
+	for (struct weft_task *h = a.remote; h; h = h->next, batches++) {
+		unsigned k = N / FULL - 1 - batches;
+		cr_assert_eq(h, f[k * FULL], "batch %u head", k);
+		cr_assert_eq(h->flags, ARENA_BATCH_LIST);
+		for (unsigned i = 0; i < ARENA_BATCH_LIST; i++)
+			cr_assert_eq(*batch_slot(h, i), f[k * FULL + 1 + i]);
+		cr_assert_eq(h->arena, 0, "the head keeps its arena");
+	}
+	cr_assert_eq(batches, N / FULL);
+	/* The rest waits in b's slot for a until the flush. */
+	cr_assert_neq(b.pend_used, 0);
+	cr_assert_eq(b.pend[0].owner, &a);
+	cr_assert_eq(b.pend[0].n + 1, N % FULL);
+	struct weft_task *old_head = a.remote;
+	arena_flush(&b);
+	cr_assert_eq(b.pend_used, 0);
+	cr_assert_null(b.pend[0].owner);
+	cr_assert_eq(a.remote->next, old_head, "the partial batch pushed on top");
+	cr_assert_eq(a.remote->flags, N % FULL - 1);
+	/* An empty flush pushes nothing. */
+	arena_flush(&b);
+	cr_assert_eq(a.remote->next, old_head);
 	cr_assert_null(a.free);
-	for (unsigned i = 100; i-- > 0;)
-		cr_assert_eq(arena_alloc(&a), f[i]);
+	cr_assert_eq(drain_expect(&a, f, N), N);
 	cr_assert_null(a.remote);
+	cr_assert_null(a.batches);
 	cr_assert_eq(a.nblocks, 1);
 	arena_fini(&a);
 	arena_fini(&b);
+}
+
+/* Two owners sharing one of the freer's slots (ids 1 and 1 +
+ * ARENA_PEND_SLOTS), a third in another slot, and a thread that is no
+ * worker (self NULL): alternating frees evict each other's batches from
+ * the shared slot, nothing is lost or duplicated, and a NULL freer pushes
+ * each frame at once. */
+Test(arena, remote_free_slot_sharing_and_outside_thread)
+{
+	enum { N = 50 };
+	struct weft_arena x, y, z, freer;
+	cr_assert_eq(arena_init(&x, 1, -1), 0);
+	cr_assert_eq(arena_init(&y, 1 + ARENA_PEND_SLOTS, -1), 0);
+	cr_assert_eq(arena_init(&z, 2, -1), 0);
+	cr_assert_eq(arena_init(&freer, 0, -1), 0);
+	struct weft_task *fx[N], *fy[N], *fz[N];
+	for (unsigned i = 0; i < N; i++) {
+		fx[i] = arena_alloc(&x);
+		fy[i] = arena_alloc(&y);
+		fz[i] = arena_alloc(&z);
+	}
+	for (unsigned i = 0; i < N; i++) {
+		arena_free(&freer, &x, fx[i]);
+		arena_free(&freer, &y, fy[i]);
+		arena_free(&freer, &z, fz[i]);
+	}
+	/* x and y took turns in slot 1: every batch is a single frame, and
+	 * y's last one is still pending. */
+	unsigned nx = 0, ny = 0;
+	for (struct weft_task *h = x.remote; h; h = h->next, nx++)
+		cr_assert_eq(h->flags, 0);
+	for (struct weft_task *h = y.remote; h; h = h->next, ny++)
+		cr_assert_eq(h->flags, 0);
+	cr_assert_eq(nx, N);
+	cr_assert_eq(ny, N - 1);
+	cr_assert_eq(freer.pend[1].owner, &y);
+	cr_assert_eq(freer.pend[2].owner, &z);
+	arena_flush(&freer);
+	cr_assert_null(freer.free);
+	cr_assert_eq(drain_expect(&x, fx, N), N);
+	cr_assert_eq(drain_expect(&y, fy, N), N);
+	cr_assert_eq(drain_expect(&z, fz, N), N);
+
+	/* Not a worker: a batch of one, pushed at once. */
+	struct weft_task *t = arena_alloc(&x);
+	arena_free(NULL, &x, t);
+	cr_assert_eq(x.remote, t);
+	cr_assert_eq(t->flags, 0);
+	cr_assert_eq(arena_alloc(&x), t);
+	arena_fini(&x);
+	arena_fini(&y);
+	arena_fini(&z);
+	arena_fini(&freer);
 }
 
 Test(arena, flat_under_local_churn, .timeout = 120)
@@ -297,6 +419,8 @@ static void *pc_freer(void *p)
 		/* Pairs with A's load_acquire of consumed. */
 		store_release(&s->consumed[arg->id], k + 1);
 	}
+	/* Out of work: the partial batch goes home. */
+	arena_flush(&s->freer_arena[arg->id]);
 	s->errors_freer[arg->id] = errors;
 	return NULL;
 }
@@ -334,6 +458,19 @@ Test(arena, remote_free_keeps_owner_flat, .timeout = 120)
 	 * freed after A's last look at its remote stack. */
 	size_t limit = ((INFLIGHT + 1) * BATCH) / ARENA_BLOCK_FRAMES + 2;
 	cr_assert_leq(s->a.nblocks, limit, "A has %zu blocks", s->a.nblocks);
+	/* Every frame A ever carved is back (the freers flushed their partial
+	 * batches), each exactly once. */
+	size_t n = carved(&s->a);
+	struct weft_task **all = malloc(n * sizeof(*all));
+	cr_assert_not_null(all);
+	size_t k = 0;
+	for (struct weft_task *blk = s->a.blocks; blk; blk = blk->next)
+		for (size_t i = 1; i <= ARENA_BLOCK_FRAMES && k < n; i++)
+			if (blk + i < s->a.bump || blk + i >= s->a.bump_end)
+				all[k++] = blk + i;
+	cr_assert_eq(k, n);
+	cr_assert_eq(drain_expect(&s->a, all, n), (long)n, "%zu frames carved", n);
+	free(all);
 	fprintf(stderr, "remote free: %lu frames through A, %zu blocks\n",
 		s->batches * BATCH, s->a.nblocks);
 	arena_fini(&s->a);
