@@ -61,7 +61,9 @@ struct weft_io {
 	struct io_threads *th;   /* started on first use */
 	/* Helper-thread backend: ops handed over and not yet completed. */
 	uint32_t th_inflight WEFT_ALIGNED;
-	struct io_counters th_stats;
+	/* Counted here, not in a ring: the helper backend's operations and
+	 * outside operations cancelled before they reached a worker. */
+	struct io_counters fe_stats;
 };
 
 /* ---- the op table ----------------------------------------------------------- */
@@ -76,7 +78,7 @@ uint32_t io_op_index(struct weft_rt *rt, const struct io_op *op)
 	return (uint32_t)(op - rt->io->ops);
 }
 
-static int handle_of(struct weft_rt *rt, const struct io_op *op, uint32_t sg)
+int io_op_handle(struct weft_rt *rt, const struct io_op *op, uint32_t sg)
 {
 	return (int)(((sg >> 8) & IO_GEN_MASK) << IO_INDEX_BITS | io_op_index(rt, op));
 }
@@ -230,9 +232,9 @@ void io_complete(struct weft_rt *rt, struct io_op *op, int res)
 	bool threads = io->backend == WEFT_IO_THREADS;
 	finish(rt, op, res);
 	if (threads) {
-		fetch_add_relaxed(&io->th_stats.completed, 1);
+		fetch_add_relaxed(&io->fe_stats.completed, 1);
 		if (res == -ECANCELED)
-			fetch_add_relaxed(&io->th_stats.cancelled, 1);
+			fetch_add_relaxed(&io->fe_stats.cancelled, 1);
 		/* seq_cst: after the callback task is queued; read by the
 		 * termination check (rt_try_exit). */
 		fetch_sub_seq_cst(&io->th_inflight, 1);
@@ -265,7 +267,7 @@ static int backend_submit(struct weft_rt *rt, struct weft_worker *w, struct io_o
 		if (r < 0)
 			return r;
 	}
-	fetch_add_relaxed(&io->th_stats.submitted, 1);
+	fetch_add_relaxed(&io->fe_stats.submitted, 1);
 	/* seq_cst: before the op can complete; see io_complete. */
 	fetch_add_seq_cst(&io->th_inflight, 1);
 	io_threads_submit(io->th, op);
@@ -281,7 +283,7 @@ static void submit_task(void *arg)
 	struct io_op *op = io_op_at(rt, io_op_handle_index(handle));
 	uint32_t sg = load_acquire(&op->sg);
 	/* A cancel won the race: it queued the callback already. */
-	if (op_state(sg) != OP_QUEUED || handle_of(rt, op, sg) != handle)
+	if (op_state(sg) != OP_QUEUED || io_op_handle(rt, op, sg) != handle)
 		return;
 	/* acq_rel: pairs with the submitter's store_release of QUEUED (the
 	 * op's fields) and with a canceller's CAS. */
@@ -322,7 +324,7 @@ static int submit(struct weft_rt *rt, const struct io_op *tmpl)
 	op->addr2 = tmpl->addr2;
 	op->res = 0;
 	store_relaxed(&op->owner, w ? (uint16_t)w->index : (uint16_t)OWNER_UNKNOWN);
-	int handle = handle_of(rt, op, sg);
+	int handle = io_op_handle(rt, op, sg);
 	if (w) {
 		/* release: a canceller on another thread reads the fields. */
 		store_release(&op->sg, op_sg(gen, OP_INFLIGHT));
@@ -495,7 +497,7 @@ int weft_io_cancel(weft_rt *rt, int handle)
 	for (;;) {
 		/* acquire: pairs with submit's store_release (fields, owner). */
 		uint32_t sg = load_acquire(&op->sg);
-		if (handle_of(rt, op, sg) != handle)
+		if (io_op_handle(rt, op, sg) != handle)
 			return -ENOENT;
 		switch (op_state(sg)) {
 		case OP_QUEUED:
@@ -503,7 +505,7 @@ int weft_io_cancel(weft_rt *rt, int handle)
 			if (!cas_acq_rel(&op->sg, &sg, op_sg(sg >> 8, OP_DONE)))
 				continue;
 			op->res = -ECANCELED;
-			fetch_add_relaxed(&io->th_stats.cancelled, 1);
+			fetch_add_relaxed(&io->fe_stats.cancelled, 1);
 			queue_callback(rt, op);
 			return 0;
 		case OP_INFLIGHT:
@@ -635,9 +637,9 @@ void io_stats(struct weft_rt *rt, struct weft_io_stats *out)
 	struct weft_io *io = rt->io;
 	out->backend = io->backend;
 	out->park = io->backend == WEFT_IO_URING ? io->setup.park : 0;
-	out->submitted = load_relaxed(&io->th_stats.submitted);
-	out->completed = load_relaxed(&io->th_stats.completed);
-	out->cancelled = load_relaxed(&io->th_stats.cancelled);
+	out->submitted = load_relaxed(&io->fe_stats.submitted);
+	out->completed = load_relaxed(&io->fe_stats.completed);
+	out->cancelled = load_relaxed(&io->fe_stats.cancelled);
 	for (unsigned i = 0; i < rt->nworkers; i++)
 		ring_stats(rt->workers[i], out);
 }

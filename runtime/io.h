@@ -104,6 +104,8 @@ void io_complete(struct weft_rt *rt, struct io_op *op, int res);
  * handed out). */
 struct io_op *io_op_at(struct weft_rt *rt, uint32_t index);
 uint32_t io_op_index(struct weft_rt *rt, const struct io_op *op);
+/* The handle of op in the generation that sg (its sg word) names. */
+int io_op_handle(struct weft_rt *rt, const struct io_op *op, uint32_t sg);
 
 /* io.c: the runtime's side (rt.c). */
 struct weft_config;

@@ -265,10 +265,11 @@ static void prep(struct io_uring_sqe *sqe, struct io_op *op, int handle)
 	io_uring_sqe_set_data64(sqe, (uint64_t)(uint32_t)handle);
 }
 
+/* The owner's view of its own op's handle (the sg word is stable while
+ * the op is in flight). */
 static int op_handle(struct weft_rt *rt, struct io_op *op)
 {
-	uint32_t gen = load_relaxed(&op->sg) >> 8;
-	return (int)((gen & IO_GEN_MASK) << IO_INDEX_BITS | io_op_index(rt, op));
+	return io_op_handle(rt, op, load_relaxed(&op->sg));
 }
 
 /* Move backlogged operations into the SQ while it has room. */
@@ -314,9 +315,8 @@ int ring_submit(struct weft_worker *w, struct io_op *op)
 }
 
 /* An operation's completion.  Its callback task goes to our deque. */
-static void complete_op(struct weft_worker *w, struct ring *r, uint64_t ud, int res)
+static void complete_op(struct weft_worker *w, struct ring *r, struct io_op *op, int res)
 {
-	struct io_op *op = io_op_at(w->rt, io_op_handle_index((int)ud));
 	if (op->opcode == IOP_TIMEOUT && res == -ETIME)
 		res = 0;
 	count(&r->stats.completed);
@@ -350,7 +350,7 @@ static unsigned reap(struct weft_worker *w, struct ring *r)
 			else if (ud == UD_EVENTFD)
 				r->efd_armed = false;
 			else if (ud != UD_CANCEL) {
-				complete_op(w, r, ud, res);
+				complete_op(w, r, io_op_at(w->rt, io_op_handle_index((int)ud)), res);
 				ops++;
 			}
 		}
@@ -385,7 +385,7 @@ static void take_mail(struct weft_worker *w, struct ring *r)
 			*pp = op->next;
 			if (r->backlog_tail == op)
 				r->backlog_tail = prev;
-			complete_op(w, r, (uint64_t)(uint32_t)m->handle, -ECANCELED);
+			complete_op(w, r, op, -ECANCELED);
 			answered = true;
 			break;
 		}
@@ -410,7 +410,7 @@ static void take_mail(struct weft_worker *w, struct ring *r)
 		while (r->backlog_head) {
 			struct io_op *op = r->backlog_head;
 			r->backlog_head = op->next;
-			complete_op(w, r, (uint64_t)(uint32_t)op_handle(w->rt, op), -ECANCELED);
+			complete_op(w, r, op, -ECANCELED);
 		}
 		r->backlog_tail = NULL;
 		/* No SQE now: the next poll or park tries again. */
