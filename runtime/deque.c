@@ -4,10 +4,12 @@
  * pop from the public part, and stealing.
  *
  * Overview / Invariants (who writes what, why nothing is lost or doubled)
- *   top        CAS only (thieves; the owner for the last public item).
- *   split      owner only: store_release when it grows (publish), plain
- *              store followed by the store-load ordering when it shrinks
- *              (public pop), plain store when it is restored after that.
+ *   top        CAS only (thieves, by ranges; the owner for the public
+ *              items within DEQUE_STEAL_MAX of top).
+ *   split      owner only: store_release when it grows (publish, and the
+ *              restore after a public pop that found thieves too close),
+ *              plain store followed by the store-load ordering when it
+ *              shrinks (public pop).
  *   array      owner only, store_release after the new array is filled.
  *   split_req  thieves set it to 1 (only if they read 0, so idle thieves
  *              do not keep pulling away a line the owner reads in every
@@ -20,12 +22,21 @@
  *   publishes the slots), and shrinks only through the store-load protocol
  *   below, so no thief can act on a stale split above the owner's.
  *
- *   The one-item race: the owner's public pop stores split = s and then
- *   reads top; a thief reads top, then split.  With seq_cst ordering
- *   between each store and load (a fence, or seq_cst RMW/loads under TSan)
- *   at least one side sees the other: either the thief sees split <= t and
- *   fails, or the owner sees top == s and both CAS top, or the owner sees
- *   top < s and the thief's index t < s is not the owner's item.
+ *   The race for the owner's item: the owner's public pop stores split = s
+ *   and then reads top; a thief reads top (t), then split, and takes the
+ *   range [t, t + k) with k <= DEQUE_STEAL_MAX and t + k <= the split it
+ *   saw.  With seq_cst ordering between each store and load (a fence, or
+ *   seq_cst RMW/loads under TSan) at least one side sees the other: either
+ *   the thief sees split <= s (or a later value the owner stored), so its
+ *   range stops below s, or the owner reads a top no older than the
+ *   thief's t (the thief read t before its fence, the owner reads top after
+ *   a later one).  So when the owner sees top + DEQUE_STEAL_MAX <= s, no
+ *   thief's range reaches s and the owner keeps s without a CAS.  Otherwise
+ *   it puts split back (release: the items are public again) and takes the
+ *   oldest item, index top, with a seq_cst CAS on top, in the same total
+ *   order as the thieves' CAS, so exactly one of them gets it; the others
+ *   stay public where they were.  With one item left that is Chase-Lev's
+ *   last-item CAS.
  *
  *   Growth copies [o_top, bottom) into a doubled array and retires the old
  *   one without touching it again, so a thief that read the old pointer
@@ -137,7 +148,7 @@ int deque_grow(struct weft_deque *d)
 			load_relaxed(&old->slots[(uint64_t)i & old->mask]);
 	old->retired_next = d->retired;
 	d->retired = old;
-	/* Release pairs with the acquire load of array in deque_steal: a thief
+	/* Release pairs with the acquire load of array in deque_steal_many: a thief
 	 * that sees the new array sees it filled. */
 	store_release(&d->array, a);
 	d->slots = a->slots;
@@ -146,16 +157,23 @@ int deque_grow(struct weft_deque *d)
 }
 
 /* Called by push and pop when a thief asked: move split toward bottom by
- * ceil(private / 2), exposing the older half of the private part. */
+ * ceil(private / 2), at most DEQUE_STEAL_MAX, exposing the oldest private
+ * items.  One request gets one steal's worth: the rest stays private, where
+ * the owner pops it without a fence, and each task a thief takes costs the
+ * owner a cache-line round trip later (the frame comes back to be reused),
+ * so more than was asked for is not handed out. */
 void deque_publish(struct weft_deque *d)
 {
 	int64_t priv = d->bottom - d->o_split;
+	int64_t give = (priv + 1) / 2;
 
 	/* Nothing to give: leave the request up for the next push. */
 	if (priv <= 0)
 		return;
-	d->o_split += (priv + 1) / 2;
-	/* Release pairs with the acquire loads of split in deque_steal: the
+	if (give > DEQUE_STEAL_MAX)
+		give = DEQUE_STEAL_MAX;
+	d->o_split += give;
+	/* Release pairs with the acquire loads of split in deque_steal_many: the
 	 * slot stores (and the tasks' contents) become visible with it; so
 	 * does a grown array, stored before. */
 	store_release(&d->split, d->o_split);
@@ -168,73 +186,91 @@ void deque_share_all(struct weft_deque *d)
 	if (d->bottom == d->o_split)
 		return;
 	d->o_split = d->bottom;
-	/* release: pairs with the acquire loads of split in deque_steal, as
+	/* release: pairs with the acquire loads of split in deque_steal_many, as
 	 * in deque_publish. */
 	store_release(&d->split, d->o_split);
 }
 
 /* Called by pop when the private part is empty: the Chase-Lev take on
- * [top, split), split standing for Chase-Lev's bottom. */
+ * [top, split), split standing for Chase-Lev's bottom, far from top; the
+ * oldest item by CAS near top, where a thief's range could reach ours. */
 struct weft_task *deque_pop_public(struct weft_deque *d)
 {
-	int64_t s = d->o_split;
-	int64_t t;
-	struct weft_task *x;
+	for (;;) {
+		int64_t s = d->o_split;
+		int64_t t;
+		struct weft_task *x;
 
-	/* top <= split always, so top == split here means nothing is left and
-	 * no thief can race us: skip the fence.  Acquire pairs with the
-	 * thieves' CAS on top, as in deque_grow (o_top is set from it). */
-	t = load_acquire(&d->top);
-	if (t >= s) {
-		d->o_top = t;
-		return NULL;
-	}
-	s--;
+		/* top <= split always, so top == split here means nothing is
+		 * left and no thief can race us.  Acquire pairs with the
+		 * thieves' CAS on top, as in deque_grow (o_top is set from
+		 * it). */
+		t = load_acquire(&d->top);
+		if (t >= s) {
+			d->o_top = t;
+			return NULL;
+		}
+		if (t + DEQUE_STEAL_MAX < s) {
+			/* Far from top: keep index s - 1 if, after lowering
+			 * split, top is still out of a range's reach. */
+			s--;
 #if WEFT_TSAN
-	/* TSan ignores fences: a seq_cst exchange and load give it the same
-	 * store-load ordering, pairing with the seq_cst loads in deque_steal. */
-	exchange_seq_cst(&d->split, s);
-	t = load_seq_cst(&d->top);
+			/* TSan ignores fences: a seq_cst exchange and load give
+			 * it the same store-load ordering, pairing with the
+			 * seq_cst loads in deque_steal_many. */
+			exchange_seq_cst(&d->split, s);
+			t = load_seq_cst(&d->top);
 #else
-	store_relaxed(&d->split, s);
-	/* Store-load ordering: pairs with the fence in deque_steal between
-	 * its read of top and its read of split. */
-	fence_seq_cst();
-	/* Acquire pairs with the thieves' CAS on top (o_top is set from it). */
-	t = load_acquire(&d->top);
+			store_relaxed(&d->split, s);
+			/* Store-load ordering: pairs with the fence in
+			 * deque_steal_many between its read of top and its
+			 * read of split. */
+			fence_seq_cst();
+			/* Acquire pairs with the thieves' CAS on top (o_top is
+			 * set from it). */
+			t = load_acquire(&d->top);
 #endif
-	if (t < s) {
-		/* No thief can reach index s: keep it, the deque's bottom and
-		 * split now both stand at s. */
-		x = load_relaxed(&d->slots[(uint64_t)s & d->mask]);
-		d->o_split = s;
-		store_relaxed(&d->bottom, s);
-		d->o_top = t;
-		return x;
+			if (t + DEQUE_STEAL_MAX <= s) {
+				/* No thief's range can reach index s: keep it,
+				 * the deque's bottom and split now both stand
+				 * at s. */
+				x = load_relaxed(&d->slots[(uint64_t)s & d->mask]);
+				d->o_split = s;
+				store_relaxed(&d->bottom, s);
+				d->o_top = t;
+				return x;
+			}
+			/* Thieves came close meanwhile: make s public again
+			 * and take from top below.  Release, as in
+			 * deque_publish: a thief that reads this split must see
+			 * the slots (C++20 dropped same-thread stores from
+			 * release sequences, so the earlier publish does not
+			 * cover it). */
+			store_release(&d->split, s + 1);
+			s++;
+			if (t >= s) {
+				d->o_top = t;
+				return NULL;
+			}
+		}
+		/* Near top: take the oldest item, index t, as a thief would.
+		 * Only the owner writes slots, and it reuses slot t only after
+		 * top has passed t, so what we read is item t if the CAS wins.
+		 * seq_cst: the same total order as the thieves' CAS. */
+		x = load_relaxed(&d->slots[(uint64_t)t & d->mask]);
+		if (cas_seq_cst(&d->top, &t, t + 1)) {
+			d->o_top = t + 1;
+			return x;
+		}
+		/* A thief moved top first: look again. */
 	}
-	x = NULL;
-	if (t == s) {
-		/* The last public item: whoever moves top past s owns it.
-		 * seq_cst: the same total order the thieves' CAS is in. */
-		x = load_relaxed(&d->slots[(uint64_t)s & d->mask]);
-		if (!cas_seq_cst(&d->top, &t, t + 1))
-			x = NULL;
-	}
-	/* Empty now either way (top == s + 1): put split back.  Relaxed: it
-	 * publishes nothing, thieves reading it see top == split. */
-	s++;
-	store_relaxed(&d->split, s);
-	d->o_split = s;
-	store_relaxed(&d->bottom, s);
-	d->o_top = s;
-	return x;
 }
 
-struct weft_task *deque_steal(struct weft_deque *d, int *why)
+unsigned deque_steal_many(struct weft_deque *d, struct weft_task **out, unsigned max, bool ask, int *why)
 {
 	struct deque_array *a;
-	struct weft_task *x;
 	int64_t t, s;
+	unsigned k;
 
 #if WEFT_TSAN
 	/* seq_cst loads stand in for the fence below (TSan ignores fences);
@@ -258,20 +294,36 @@ struct weft_task *deque_steal(struct weft_deque *d, int *why)
 #endif
 	if (t >= s) {
 		/* Read first: the line is the owner's, write it only once. */
-		if (!load_relaxed(&d->split_req))
+		if (ask && !load_relaxed(&d->split_req))
 			store_relaxed(&d->split_req, 1);
 		*why = DEQUE_EMPTY;
-		return NULL;
+		return 0;
 	}
+	/* Half the public part, rounded up, within max and DEQUE_STEAL_MAX
+	 * (the owner's pop relies on that bound). */
+	if (max > DEQUE_STEAL_MAX)
+		max = DEQUE_STEAL_MAX;
+	k = (uint64_t)(s - t + 1) / 2 < max ? (unsigned)((s - t + 1) / 2) : max;
+	if (k == 0)
+		k = 1;
 	/* Acquire pairs with store_release in deque_grow; loaded after split
 	 * so that the array holding a just-published index is seen. */
 	a = load_acquire(&d->array);
-	/* Read before the CAS: once top moves, the owner may reuse the slot. */
-	x = load_relaxed(&a->slots[(uint64_t)t & a->mask]);
-	/* seq_cst: one total order with the owner's CAS on the last item. */
-	if (!cas_seq_cst(&d->top, &t, t + 1)) {
+	/* Read before the CAS: once top moves, the owner may reuse the
+	 * slots. */
+	for (unsigned i = 0; i < k; i++)
+		out[i] = load_relaxed(&a->slots[(uint64_t)(t + i) & a->mask]);
+	/* seq_cst: one total order with the owner's CAS in deque_pop_public. */
+	if (!cas_seq_cst(&d->top, &t, t + (int64_t)k)) {
 		*why = DEQUE_ABORT;
-		return NULL;
+		return 0;
 	}
-	return x;
+	return k;
+}
+
+struct weft_task *deque_steal(struct weft_deque *d, int *why)
+{
+	struct weft_task *x;
+
+	return deque_steal_many(d, &x, 1, true, why) ? x : NULL;
 }

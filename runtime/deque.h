@@ -15,21 +15,29 @@
  *
  *   A thief that finds the public part empty raises `split_req`; the owner
  *   reads that flag (one relaxed load) in every push and pop and answers by
- *   publishing the older half of its private part.  When its private part
- *   is empty the owner pops from the public part with the Chase-Lev take
- *   protocol (split--, store-load ordering, read top, CAS for the last one).
+ *   publishing the older half of its private part, at most DEQUE_STEAL_MAX
+ *   items (one steal's worth).  A thief takes the
+ *   oldest public items, up to half of them and at most DEQUE_STEAL_MAX,
+ *   with one CAS on top.  When its private part is empty the owner pops
+ *   from the public part: far from top with the Chase-Lev take protocol
+ *   (split--, store-load ordering, read top), within DEQUE_STEAL_MAX of top
+ *   by taking the oldest item with a CAS on top, as a thief would.
  *
  * Invariants
- *   - `top` is written only by CAS (thieves, and the owner for the last
- *     public item); it never decreases.
+ *   - `top` is written only by CAS (thieves, and the owner for the public
+ *     items within DEQUE_STEAL_MAX of top); it never decreases.
  *   - `split`, `array` and everything on the owner's line are written only
  *     by the owner.  `o_split` always equals `split` outside the owner's
  *     public pop; `o_top` is a stale lower bound of `top` that the owner
  *     read with acquire, so the slots below it are free to reuse.
  *   - A task is taken exactly once: a private item by the owner alone, a
- *     public item by the one successful CAS on top, except the public item
- *     the owner pops while top < that index, which no thief can reach (the
- *     seq_cst store-load pair in pop and steal, see deque.c).
+ *     public item by the one successful CAS on top (a thief's CAS takes a
+ *     range [top, top + k), k <= DEQUE_STEAL_MAX), except the public item
+ *     the owner pops while top + DEQUE_STEAL_MAX <= that index, which no
+ *     thief's range can reach (the seq_cst store-load pair in pop and
+ *     steal, see deque.c).  Nearer to top the owner takes the oldest item
+ *     by CAS like a thief: every public item stays public until taken, so
+ *     the owner never hides work it had published.
  *   - Thieves read a slot before their CAS; the owner overwrites a slot only
  *     after an acquire load of top showed it taken.
  *   - Arrays only grow (doubling) and retired arrays stay readable until
@@ -87,16 +95,27 @@ struct weft_deque {
 
 enum { DEQUE_EMPTY = 0, DEQUE_ABORT = 1 };
 
+/* Most items one deque_steal_many takes.  The owner's public pop keeps an
+ * item without a CAS only while top + DEQUE_STEAL_MAX <= its index (no
+ * thief's range can reach it); nearer to top it takes the oldest item with
+ * a CAS on top instead (see deque.c). */
+#define DEQUE_STEAL_MAX 16
+
 /* 0, or -ENOMEM (also for log2_capacity > DEQUE_MAX_LOG2). */
 int deque_init(struct weft_deque *d, unsigned log2_capacity);
 /* The same, with the arrays on a NUMA node (-1: anywhere). */
 int deque_init_on(struct weft_deque *d, unsigned log2_capacity, int os_node);
-/* Frees the arrays, not the tasks; no thief may still be in deque_steal. */
+/* Frees the arrays, not the tasks; no thief may still be in deque_steal_many. */
 void deque_fini(struct weft_deque *d);
 /* Any thread.  The oldest public task, or NULL with *why = DEQUE_EMPTY (the
  * public part is empty; a split has been requested) or DEQUE_ABORT (lost a
  * race with another thief or the owner; retrying may succeed). */
 struct weft_task *deque_steal(struct weft_deque *d, int *why);
+/* Any thread.  Takes the oldest ceil(public / 2) items, at most max (1 <=
+ * max <= DEQUE_STEAL_MAX), with one CAS on top; stores them oldest first in
+ * out[] and returns how many, or 0 with *why as for deque_steal, except that
+ * an empty public part raises a split request only when `ask` is set. */
+unsigned deque_steal_many(struct weft_deque *d, struct weft_task **out, unsigned max, bool ask, int *why);
 
 /* Slow paths of the inline owner operations below. */
 int deque_grow(struct weft_deque *d);

@@ -3,7 +3,7 @@
  * and the subsystems layered on them (acquire.c).  Nothing here is public.
  *
  * Ownership of fields (who writes what):
- *   worker->deque, ->arena (private side), ->tick, ->rng, ->stats
+ *   worker->deque, ->arena (private side), ->tick, ->rng, ->ask_after, ->stats
  *                                  the worker's own thread only
  *   worker->park_word              the worker (SLEEPING / 0) and wakers (TOKEN)
  *   node->idle[]                   parkers set their bit, wakers clear it
@@ -89,6 +89,9 @@ struct weft_worker {
 	struct ring *ring;      /* io_uring backend (ring.c), made on first use */
 	struct io_op *io_cache; /* free I/O op records (io.c) */
 	unsigned io_cache_n;
+	/* Idle path only (kept off the lines every task touches): no split
+	 * requests before this time (ns; 0: at once), see may_ask. */
+	uint64_t ask_after;
 
 	/* Written by wakers as well as the owner. */
 	uint32_t park_word WEFT_ALIGNED;

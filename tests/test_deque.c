@@ -3,11 +3,16 @@
  *
  * Single-threaded tests compare every operation against a reference model
  * of the split semantics (LIFO for the owner, FIFO for thieves, publishing
- * ceil(private/2) on request) and cover growth and failed growth.  The
+ * ceil(private/2), at most DEQUE_STEAL_MAX, on request; the owner's public
+ * pop LIFO far from top and oldest-first within DEQUE_STEAL_MAX of it;
+ * range steals of ceil(public/2)) and cover growth and failed growth.  The
  * concurrent tests check that every task is taken exactly once with
  * per-item counters: one owner with a random push/pop mix against three
- * thieves (growth under stealing, fresh small deque each round), and the
- * one-item race between the owner's pop and the thieves.  The tasks are
+ * thieves (growth under stealing, fresh small deque each round; one thief
+ * steals single items, two take ranges with deque_steal_many), the
+ * one-item race between the owner's pop and the thieves, and the range
+ * race (the owner pops a wholly public deque back while thieves take
+ * ranges: its pop far from top without a CAS, near top by CAS).  The tasks are
  * real frames whose fields the owner writes before pushing and the taker
  * checks with plain accesses, so a missing release/acquire shows up under
  * ThreadSanitizer.  WEFT_TEST_SCALE=k divides the concurrent sizes by k.
@@ -87,7 +92,7 @@ static void model_publish(struct model *m)
 	int64_t priv = m->bottom - m->split;
 
 	if (m->req && priv > 0) {
-		m->split += (priv + 1) / 2;
+		m->split += (priv + 1) / 2 < DEQUE_STEAL_MAX ? (priv + 1) / 2 : DEQUE_STEAL_MAX;
 		m->req = 0;
 	}
 }
@@ -110,7 +115,8 @@ static uint64_t model_pop(struct model *m)
 	}
 	if (m->top == m->split)
 		return UINT64_MAX;
-	if (m->top == m->split - 1)
+	/* Within a range's reach of top the owner takes the oldest. */
+	if (m->top + DEQUE_STEAL_MAX >= m->split)
 		return m->item[m->top++];
 	v = m->item[--m->split];
 	m->bottom = m->split;
@@ -123,6 +129,23 @@ static uint64_t model_steal(struct model *m)
 		return m->item[m->top++];
 	m->req = 1;
 	return UINT64_MAX;
+}
+
+/* Takes up to max of the oldest ceil(public / 2) into out[]; 0 when the
+ * public part is empty. */
+static unsigned model_steal_many(struct model *m, uint64_t *out, unsigned max)
+{
+	int64_t k = (m->split - m->top + 1) / 2;
+
+	if (m->top >= m->split) {
+		m->req = 1;
+		return 0;
+	}
+	if (k > (int64_t)max)
+		k = max;
+	for (int64_t i = 0; i < k; i++)
+		out[i] = m->item[m->top++];
+	return (unsigned)k;
 }
 
 static void check_against_model(struct weft_deque *d, struct model *m)
@@ -194,7 +217,7 @@ Test(deque, model_interleavings, .timeout = 120)
 				cr_assert_null(t, "step %ld", (long)step);
 			else
 				cr_assert(t && untok(t) == want, "step %ld", (long)step);
-		} else {
+		} else if (r % 100 < 95) {
 			t = deque_steal(&d, &why);
 			want = model_steal(&m);
 			if (want == UINT64_MAX) {
@@ -203,6 +226,17 @@ Test(deque, model_interleavings, .timeout = 120)
 			} else {
 				cr_assert(t && untok(t) == want, "step %ld", (long)step);
 			}
+		} else {
+			struct weft_task *got[DEQUE_STEAL_MAX];
+			uint64_t exp[DEQUE_STEAL_MAX];
+			unsigned max = 1 + (unsigned)((r >> 8) % DEQUE_STEAL_MAX);
+			unsigned k = deque_steal_many(&d, got, max, true, &why);
+
+			cr_assert_eq(k, model_steal_many(&m, exp, max), "step %ld", (long)step);
+			if (k == 0)
+				cr_assert_eq(why, DEQUE_EMPTY);
+			for (unsigned i = 0; i < k; i++)
+				cr_assert_eq(untok(got[i]), exp[i], "step %ld", (long)step);
 		}
 		check_against_model(&d, &m);
 	}
@@ -274,10 +308,14 @@ Test(deque, grow_enomem_leaves_deque_unchanged, .timeout = 60)
 
 	cr_assert_eq(deque_size(&d), n);
 	cr_assert_eq(deque_capacity(&d), n);
-	cr_assert_eq(deque_private(&d), n / 2);
-	/* Thieves still get the oldest, the owner the newest. */
+	cr_assert_eq(deque_private(&d), n - DEQUE_STEAL_MAX);
+	/* Thieves still get the oldest, the owner the newest (and the rest
+	 * of the public part, oldest first, as it is within a range's reach
+	 * of top). */
 	cr_assert_eq(untok(deque_steal(&d, &why)), 0);
-	for (uint64_t i = n; i-- > 1;)
+	for (uint64_t i = n; i-- > DEQUE_STEAL_MAX;)
+		cr_assert_eq(untok(deque_pop(&d)), i);
+	for (uint64_t i = 1; i < DEQUE_STEAL_MAX; i++)
 		cr_assert_eq(untok(deque_pop(&d)), i);
 	cr_assert_null(deque_pop(&d));
 	/* With memory back, growth works again. */
@@ -376,8 +414,9 @@ Test(deque, split_on_request)
 	deque_fini(&d);
 }
 
-/* The owner pops its whole deque in LIFO order across the split: private
- * items first, then the public ones through the Chase-Lev path. */
+/* The owner pops its whole deque across the split: private items first,
+ * newest first, then the public ones, which are all within a range's reach
+ * of top here, so oldest first by CAS. */
 Test(deque, owner_pops_through_public_part)
 {
 	struct weft_deque d;
@@ -390,14 +429,56 @@ Test(deque, owner_pops_through_public_part)
 	cr_assert_null(steal_elsewhere(&d, &why));
 	cr_assert_eq(deque_push(&d, tok(10)), 0);
 	cr_assert_eq(deque_private(&d), 5);
-	for (uint64_t i = 11; i-- > 0;) {
+	for (uint64_t i = 11; i-- > 6;) {
 		t = deque_pop(&d);
 		cr_assert(t && untok(t) == i, "want %lu", (unsigned long)i);
 		cr_assert_eq(deque_size(&d), i);
 	}
+	for (uint64_t i = 0; i < 6; i++) {
+		t = deque_pop(&d);
+		cr_assert(t && untok(t) == i, "want %lu", (unsigned long)i);
+		cr_assert_eq(deque_size(&d), 5 - i);
+	}
 	cr_assert_null(deque_pop(&d));
 	cr_assert_null(steal_elsewhere(&d, &why));
 	cr_assert_eq(why, DEQUE_EMPTY);
+	deque_fini(&d);
+}
+
+/* A long public part: the owner pops newest first through the Chase-Lev
+ * path while top + DEQUE_STEAL_MAX stays below the item, then takes the
+ * last DEQUE_STEAL_MAX oldest first; a range steal in between moves the
+ * boundary with top. */
+Test(deque, owner_public_pop_far_then_near)
+{
+	const uint64_t n = 100;
+	struct weft_task *got[DEQUE_STEAL_MAX];
+	struct weft_deque d;
+	int why;
+
+	cr_assert_eq(deque_init(&d, 3), 0);
+	for (uint64_t i = 0; i < n; i++)
+		cr_assert_eq(deque_push(&d, tok(i)), 0);
+	deque_share_all(&d);
+	cr_assert_eq(deque_private(&d), 0);
+	for (uint64_t i = n; i-- > 50;)
+		cr_assert_eq(untok(deque_pop(&d)), i);
+	/* [0, 50) left: a range steal takes the oldest ceil(50/2), capped at
+	 * max. */
+	cr_assert_eq(deque_steal_many(&d, got, 4, true, &why), 4);
+	for (uint64_t i = 0; i < 4; i++)
+		cr_assert_eq(untok(got[i]), i);
+	for (uint64_t i = 50; i-- > 4 + DEQUE_STEAL_MAX;)
+		cr_assert_eq(untok(deque_pop(&d)), i);
+	for (uint64_t i = 4; i < 4 + DEQUE_STEAL_MAX; i++)
+		cr_assert_eq(untok(deque_pop(&d)), i);
+	cr_assert_null(deque_pop(&d));
+	/* Empty: a steal that may not ask leaves no request behind. */
+	cr_assert_eq(deque_steal_many(&d, got, 4, false, &why), 0);
+	cr_assert_eq(why, DEQUE_EMPTY);
+	cr_assert_eq(load_relaxed(&d.split_req), 0);
+	cr_assert_eq(deque_steal_many(&d, got, 4, true, &why), 0);
+	cr_assert_eq(load_relaxed(&d.split_req), 1);
 	deque_fini(&d);
 }
 
@@ -486,19 +567,27 @@ struct thief_arg {
 	int id;
 };
 
+/* Thief 0 takes one item at a time (deque_steal); the others take ranges
+ * (deque_steal_many) with a bound that varies from 1 to DEQUE_STEAL_MAX. */
 static void thief_loop(struct stress *s, int id)
 {
-	struct weft_task *t;
-	unsigned empties = 0;
+	struct weft_task *got[DEQUE_STEAL_MAX];
+	unsigned empties = 0, tries = 0, k;
 	int why;
 
 	/* Acquire pairs with the owner's store_release of round_done, which
 	 * follows its last pop: nothing is left to take. */
 	while (!load_acquire(&s->round_done)) {
-		t = deque_steal(&s->d, &why);
-		if (t) {
-			item_take(&s->it, t);
-			s->stolen[id]++;
+		if (id == 0) {
+			got[0] = deque_steal(&s->d, &why);
+			k = got[0] != NULL;
+		} else {
+			k = deque_steal_many(&s->d, got, 1 + tries++ % DEQUE_STEAL_MAX, true, &why);
+		}
+		if (k) {
+			for (unsigned i = 0; i < k; i++)
+				item_take(&s->it, got[i]);
+			s->stolen[id] += k;
 			empties = 0;
 		} else if (why == DEQUE_ABORT) {
 			s->aborts[id]++;
@@ -698,5 +787,62 @@ Test(deque, one_item_race, .timeout = 240)
 	items_check(&s->it);
 	cr_assert_eq(owner_won + stolen, n);
 	cr_assert_gt(stolen, 0, "the thieves never won the race: nothing was tested");
+	items_free(&s->it);
+}
+
+/* The range race: everything the owner pushes is made public at once, and
+ * it pops it all back (the public pop: far from top without a CAS, near
+ * top by CAS on the oldest) while thieves take ranges from the other end.
+ * Batches of 1 to 40 items straddle DEQUE_STEAL_MAX. */
+Test(deque, range_race, .timeout = 240)
+{
+	const uint64_t n = 2000000 / test_scale();
+	struct stress *s = &stress;
+	struct thief_arg ta[THIEVES];
+	pthread_t th[THIEVES];
+	uint64_t seed = 0x9fb21c651e98df25ull, owner_took = 0, stolen = 0;
+	struct weft_task *t;
+
+	items_alloc(&s->it, 64, n);
+	cr_assert_eq(deque_init(&s->d, 3), 0);
+	stress_start(s, th, ta);
+	store_relaxed(&s->round_done, 0);
+	pthread_barrier_wait(&s->bar);
+	for (uint64_t i = 0; i < n;) {
+		uint64_t x = rng_next(&seed);
+		uint64_t m = 1 + x % 40, first = i;
+
+		for (; m && i < n; m--, i++)
+			cr_assert_eq(deque_push(&s->d, item_make(&s->it.frames[i - first], i)), 0);
+		deque_share_all(&s->d);
+		for (uint64_t k = (x >> 8) % 64; k; k--)
+			cpu_relax();
+		if ((x >> 16) % 8 == 0)
+			sched_yield();
+		while ((t = deque_pop(&s->d))) {
+			item_take(&s->it, t);
+			owner_took++;
+		}
+		cr_assert_eq(deque_size(&s->d), 0);
+		/* Acquire pairs with the release in item_take: the thieves are
+		 * done with the frames before the next batch rewrites them. */
+		for (uint64_t j = first; j < i; j++)
+			while (!load_acquire(&s->it.taken[j]))
+				sched_yield();
+	}
+	store_release(&s->round_done, 1);
+	pthread_barrier_wait(&s->bar);
+	stress_stop(s, th);
+	deque_fini(&s->d);
+
+	for (int i = 0; i < THIEVES; i++)
+		stolen += s->stolen[i];
+	cr_log_info("range_race: n=%lu owner %lu thieves %lu (aborts %lu %lu %lu)",
+		    (unsigned long)n, (unsigned long)owner_took, (unsigned long)stolen,
+		    (unsigned long)s->aborts[0], (unsigned long)s->aborts[1],
+		    (unsigned long)s->aborts[2]);
+	items_check(&s->it);
+	cr_assert_eq(owner_took + stolen, n);
+	cr_assert_gt(stolen, 0, "the thieves never took anything: nothing was tested");
 	items_free(&s->it);
 }
