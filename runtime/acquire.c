@@ -147,6 +147,10 @@ static struct weft_grant *cached_grant_new(struct weft_rt *rt)
 	}
 	if (c) {
 		rec->grant_local = c->next;
+		/* The next grant was last written by the worker that freed it:
+		 * start moving its line here now, a submission ahead. */
+		if (rec->grant_local)
+			prefetch_for_write(rec->grant_local);
 	} else {
 		c = malloc(CACHED_GRANT_BYTES);
 		if (!c)
@@ -173,16 +177,60 @@ static void give_back(void **head, void *node, void **link)
 	} while (!cas_release(head, &old, node));
 }
 
+/*
+ * A worker gives the grants of outside threads back in batches: one CAS on
+ * the owner's grant_remote per GIVE_BATCH grants instead of one per grant
+ * (that line is written by every worker and read by the owner).  A batch
+ * holds the grants of one owner; it goes back when full, when a grant of
+ * another owner comes, and at weft_destroy (acquire_fini, before the
+ * owners count what was never released).  Meanwhile an owner short of
+ * grants mallocs more: at most GIVE_BATCH - 1 per worker are held back.
+ */
+#define GIVE_BATCH 16
+
+struct give_batch {
+	struct submitter *owner;
+	struct cached_grant *head, *tail;
+	unsigned n;
+} WEFT_ALIGNED;
+
+static struct give_batch *give_batch_of(struct weft_rt *rt, unsigned worker);
+
+static void give_batch_flush(struct give_batch *b)
+{
+	if (!b->n)
+		return;
+	give_back(&b->owner->grant_remote, b->head, &b->tail->next);
+	b->head = b->tail = NULL;
+	b->n = 0;
+}
+
 static void cached_grant_free(struct weft_grant *g)
 {
 	struct cached_grant *c = (struct cached_grant *)((char *)g - offsetof(struct cached_grant, g));
 	struct submitter *rec = c->owner;
-	if (rt_submitter_is_mine(g->rt, rec)) {
+	struct weft_rt *rt = g->rt;
+	if (rt_submitter_is_mine(rt, rec)) {
 		c->next = rec->grant_local;
 		rec->grant_local = c;
 		return;
 	}
-	give_back(&rec->grant_remote, c, &c->next);
+	struct weft_worker *w = weft_tls_worker;
+	if (!w || w->rt != rt) {
+		give_back(&rec->grant_remote, c, &c->next);
+		return;
+	}
+	struct give_batch *b = give_batch_of(rt, w->index);
+	if (b->owner != rec) {
+		give_batch_flush(b);
+		b->owner = rec;
+	}
+	c->next = b->head;
+	b->head = c;
+	if (!b->tail)
+		b->tail = c;
+	if (++b->n == GIVE_BATCH)
+		give_batch_flush(b);
 }
 
 unsigned acquire_free_grants(struct submitter *rec)
@@ -248,6 +296,7 @@ struct weft_acquire {
 	uint32_t lock WEFT_ALIGNED; /* the core, want[], names, boxes, stats:
 				     * core_lock / core_unlock */
 	struct weft_grant *posted;  /* releases for the holder to apply */
+	struct give_batch *give;    /* per worker, written by that worker only */
 	struct sched *core;
 	uint32_t *want;             /* waiting requests naming each component */
 	struct grant_link boxes;    /* list of malloc'd grants */
@@ -262,6 +311,11 @@ struct weft_acquire {
 	/* Counted with relaxed RMWs: from threads that are not workers. */
 	uint64_t grants_fast_outside;
 };
+
+static struct give_batch *give_batch_of(struct weft_rt *rt, unsigned worker)
+{
+	return &rt->acq->give[worker];
+}
 
 /* ---- grant memory ----------------------------------------------------------- */
 
@@ -1107,6 +1161,10 @@ int acquire_init(struct weft_rt *rt, const struct weft_config *cfg)
 		return -EINVAL;
 	unsigned bypass = cfg->max_bypass ? cfg->max_bypass : 16;
 	a->boxes.next = a->boxes.prev = &a->boxes;
+	a->give = aligned_alloc(WEFT_CACHELINE, rt->nworkers * sizeof(*a->give));
+	if (!a->give)
+		return -ENOMEM;
+	memset(a->give, 0, rt->nworkers * sizeof(*a->give));
 	if (posix_memalign((void **)&a->words, WEFT_CACHELINE, a->ncomp * sizeof(*a->words)) != 0) {
 		a->words = NULL;
 		return -ENOMEM;
@@ -1178,6 +1236,12 @@ void acquire_fini(struct weft_rt *rt)
 	struct weft_acquire *a = rt->acq;
 	if (!a)
 		return;
+	/* The workers are gone: their batches go back before the owners
+	 * count what was never released. */
+	if (a->give)
+		for (unsigned i = 0; i < rt->nworkers; i++)
+			give_batch_flush(&a->give[i]);
+	free(a->give);
 	unsigned leaked = 0;
 	while (a->boxes.next && a->boxes.next != &a->boxes) {
 		struct grant_link *l = a->boxes.next;
