@@ -475,6 +475,8 @@ int ecs_run_weft(const struct ecs_params *p, struct ecs_result *r)
 	}
 	cfg.workers = l->p.workers;
 	cfg.components = l->p.components;
+	cfg.max_bypass = l->p.max_bypass;
+	cfg.strict_order = l->p.strict_order;
 	err = weft_create(&rt, &cfg);
 	if (err) {
 		ecs_not_run(r, "weft_create: %s", strerror(-err));

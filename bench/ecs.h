@@ -30,6 +30,10 @@ struct ecs_params {
 	unsigned inflight;   /* most tasks submitted and not yet finished */
 	unsigned workers;    /* threads that run tasks */
 	uint64_t seed;       /* the task list is a pure function of the params */
+	/* weft only: weft_config.max_bypass and strict_order (0/false: the
+	 * defaults, as a user gets them). */
+	unsigned max_bypass;
+	bool strict_order;
 };
 
 /* ran false: not measured, why says so.  Waits are from submission (the

@@ -885,6 +885,9 @@ static void ecs_metrics(struct bench_row *row, const char *who, const struct ecs
 	bench_metric(row, key, r->ran ? r->wait_p99_us : NAN);
 }
 
+/* The last ecs_config's weft and condvar results (for the fairness row). */
+static struct ecs_result ecs_last_weft, ecs_last_cv;
+
 static void ecs_config(bool zipf, double work_us)
 {
 	struct ecs_params p = {
@@ -904,6 +907,8 @@ static void ecs_config(bool zipf, double work_us)
 	ecs_run_omp(&p, &omp);
 	if (!weft.ran)
 		errors++;
+	ecs_last_weft = weft;
+	ecs_last_cv = cv;
 
 	/* The best baseline of the same run (serial is the bound, not a
 	 * scheduler). */
@@ -970,12 +975,53 @@ static void ecs_config(bool zipf, double work_us)
 	bench_print_row(row);
 }
 
+/*
+ * What the fairness rule costs where it bites: the skewed W = 1 us load of
+ * the row before, run again with the bypass budget out of reach (no
+ * reservations: greedy, like the condvar baseline, which has no bound) and
+ * with strict arrival order.  No goal: it explains the row above.
+ */
+static void ecs_fairness_row(void)
+{
+	struct ecs_params p = {
+		.tasks = M.fib_n >= 35 ? 200000 : 50000,
+		.components = 64,
+		.work_us = 1,
+		.zipf = true,
+		.inflight = 1024,
+		.workers = 2,
+		.seed = 0x5eed,
+		.max_bypass = UINT32_MAX,
+	};
+	struct ecs_result unfair, strict;
+	ecs_run_weft(&p, &unfair);
+	p.max_bypass = 0;
+	p.strict_order = true;
+	ecs_run_weft(&p, &strict);
+	struct bench_row *row = bench_row_new("ecs", "  W=1us zipf, max_bypass");
+	if (!unfair.ran || !strict.ran || !ecs_last_weft.ran) {
+		bench_weft(row, "ERROR: %s", !unfair.ran ? unfair.why : strict.ran ? ecs_last_weft.why : strict.why);
+		bench_goal(row, BENCH_ERROR, "-");
+		errors++;
+	} else {
+		bench_weft(row, "unbounded %.0f, strict %.0f ns", unfair.ns_per_task, strict.ns_per_task);
+		bench_base(row, "condvar %.0f ns (unbounded too)", ecs_last_cv.ran ? ecs_last_cv.ns_per_task : NAN);
+		bench_ratio(row, "unbounded %.2fx condvar",
+			    ecs_last_cv.ran ? ecs_last_cv.ns_per_task / unfair.ns_per_task : NAN);
+		bench_goal(row, BENCH_NONE, "max wait %.0f us unbounded", unfair.wait_max_us);
+	}
+	bench_metric(row, "weft_unbounded_ns_per_task", unfair.ran ? unfair.ns_per_task : NAN);
+	bench_metric(row, "weft_strict_ns_per_task", strict.ran ? strict.ns_per_task : NAN);
+	bench_print_row(row);
+}
+
 static void group_ecs(void)
 {
 	ecs_config(false, 0);
 	ecs_config(true, 0);
 	ecs_config(false, 1);
 	ecs_config(true, 1);
+	ecs_fairness_row();
 
 	double pair = ecs_uncontended_pair_ns();
 	struct bench_row *row = bench_row_new("ecs", "try_acquire+release, 2 comps");
