@@ -630,13 +630,29 @@ static void settle(struct weft_acquire *a, struct granted *out, unsigned from)
 static void dispatch_all(struct weft_rt *rt, struct granted *out)
 {
 	struct granted *p = out;
+	bool queued = false;
 	while (p) {
-		for (unsigned i = 0; i < p->n; i++)
+		for (unsigned i = 0; i < p->n; i++) {
+			queued |= p->g[i]->kind != G_WAIT;
 			dispatch(rt, p->g[i]);
+		}
 		struct granted *next = p->more;
 		if (p != out)
 			free(p);
 		p = next;
+	}
+	/*
+	 * Granted requests are not this worker's children: nothing is gained
+	 * by keeping them private, and the worker is likely to run a task of
+	 * its own next (a chained grant, at least a microsecond in the
+	 * congested ECS rows) before it answers a split request.  Meanwhile
+	 * an idle worker sees nothing to steal and the other holders of the
+	 * grants' components wait.  Publish them now, as take_injected does.
+	 */
+	struct weft_worker *w = weft_tls_worker;
+	if (queued && w && w->rt == rt) {
+		deque_share_all(&w->deque);
+		maybe_wake_for(w);
 	}
 }
 
@@ -976,6 +992,11 @@ static void outside_task(void *p)
 			g->u.cb.cb(NULL, r, g->u.cb.ctx);
 		grant_free(g);
 	}
+}
+
+bool acquire_is_outside_request(void (*fn)(void *))
+{
+	return fn == outside_task;
 }
 
 static int submit_any(struct weft_rt *rt, const struct weft_dep *deps, size_t n, uint8_t kind, void *p1, void *p2)

@@ -22,6 +22,10 @@ void acquire_fini(struct weft_rt *rt);
  * (their callbacks get -ECANCELED).  True if that made new work. */
 bool acquire_cancel_stuck(struct weft_rt *rt);
 void acquire_stats(struct weft_rt *rt, struct weft_acquire_stats *out);
+/* Is fn the task that carries a request of a thread that is not a worker
+ * (weft_acquire / weft_spawn_with from outside)?  Workers take such tasks
+ * from the injection queues one at a time (take_injected). */
+bool acquire_is_outside_request(void (*fn)(void *));
 struct submitter;
 /* Frees the grants a submitter record made; returns how many were never
  * released. */

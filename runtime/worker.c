@@ -27,6 +27,7 @@
  *     with an empty deque, and termination needs every worker parked there
  *     with every queue empty (see rt.c).
  */
+#include "acquire.h"
 #include "rt.h"
 
 #include <errno.h>
@@ -94,9 +95,21 @@ static struct weft_task *take_injected(struct weft_worker *w, struct weft_inject
 	 * another node could take them. */
 	if (affine || deque_size(&w->deque) > INJECT_BATCH)
 		max = 1;
-	unsigned n = inject_pop(q, items, max);
+	unsigned n = inject_pop(q, items, 1);
 	if (n == 0)
 		return NULL;
+	/*
+	 * A request of a thread that is not a worker (acquire.c) is made when
+	 * its task runs.  Taken in a batch, the rest of the batch would be
+	 * requested one after another as soon as each found its components
+	 * held, long before this worker could run them: the skewed ECS rows
+	 * filled the scheduler with ~1000 waiters that way, nearly all of
+	 * which used up their bypass budget and were reserved, and with
+	 * everything reserved, tasks ran about one at a time.  Taken alone, a
+	 * request is made when a worker is ready to run it.
+	 */
+	if (max > 1 && !acquire_is_outside_request(items[0].fn))
+		n += inject_pop(q, items + 1, max - 1);
 	struct weft_task *first = NULL;
 	unsigned queued = 0;
 	for (unsigned i = 0; i < n; i++) {
