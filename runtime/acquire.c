@@ -976,7 +976,9 @@ static void grant_target(struct weft_grant *g, uint8_t kind, void *p1, void *p2)
  * worker as the task: the worker requests the components there and, when
  * they are granted at once, runs the callback or function right away.
  * Requesting on the worker, when it is ready to run something, keeps
- * components free while requests sit in the injection queue.
+ * components free while requests sit in the injection queue; workers take
+ * these tasks one at a time for that reason (take_injected in worker.c,
+ * acquire_is_outside_request).
  */
 static void outside_task(void *p)
 {
