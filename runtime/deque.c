@@ -8,27 +8,33 @@
  *              items within DEQUE_STEAL_MAX of top).
  *   split      owner only: store_release when it grows (publish, and the
  *              restore after a public pop that found thieves too close),
- *              plain store followed by the store-load ordering when it
- *              shrinks (public pop).
+ *              store_release followed by the store-load ordering when
+ *              it shrinks (public pop).
  *   array      owner only, store_release after the new array is filled.
  *   split_req  thieves set it to 1 (only if they read 0, so idle thieves
  *              do not keep pulling away a line the owner reads in every
  *              push and pop); the owner clears it when it publishes.  A
  *              request lost to that race only delays a thief, which asks
- *              again on its next failure.
+ *              again on a later search (on a single-node runtime not
+ *              within 20 us of its last steal, see may_ask in worker.c,
+ *              and once more before it parks).
  *
  *   Why the private part needs no fence: thieves only read and CAS indices
  *   below the split they saw.  split grows only by a release store (which
  *   publishes the slots), and shrinks only through the store-load protocol
- *   below, so no thief can act on a stale split above the owner's.
+ *   below.  A thief may still act on a stale split above the owner's
+ *   lowered one: what keeps the owner's item out of its range is the
+ *   DEQUE_STEAL_MAX margin below.
  *
  *   The race for the owner's item: the owner's public pop stores split = s
  *   and then reads top; a thief reads top (t), then split, and takes the
  *   range [t, t + k) with k <= DEQUE_STEAL_MAX and t + k <= the split it
  *   saw.  With seq_cst ordering between each store and load (a fence, or
  *   seq_cst RMW/loads under TSan) at least one side sees the other: either
- *   the thief sees split <= s (or a later value the owner stored), so its
- *   range stops below s, or the owner reads a top no older than the
+ *   the thief sees split <= s, so its range stops below s, or a later value
+ *   the owner stored (the restore below, after which the owner no longer
+ *   keeps s without a CAS, or a publish after later pushes, where index s
+ *   holds a new item), or the owner reads a top no older than the
  *   thief's t (the thief read t before its fence, the owner reads top after
  *   a later one).  So when the owner sees top + DEQUE_STEAL_MAX <= s, no
  *   thief's range reaches s and the owner keeps s without a CAS.  Otherwise
@@ -158,7 +164,7 @@ int deque_grow(struct weft_deque *d)
 
 /* Called by push and pop when a thief asked: move split toward bottom by
  * ceil(private / 2), at most DEQUE_STEAL_MAX, exposing the oldest private
- * items.  One request gets one steal's worth: the rest stays private, where
+ * items.  One request gets a bounded share: the rest stays private, where
  * the owner pops it without a fence, and each task a thief takes costs the
  * owner a cache-line round trip later (the frame comes back to be reused),
  * so more than was asked for is not handed out. */
@@ -221,10 +227,15 @@ struct weft_task *deque_pop_public(struct weft_deque *d)
 			exchange_seq_cst(&d->split, s);
 			t = load_seq_cst(&d->top);
 #else
-			store_relaxed(&d->split, s);
-			/* Store-load ordering: pairs with the fence in
+			/* release: a thief whose only synchronising read is
+			 * this lowered split still sees the slots below it
+			 * (C++20 dropped same-thread stores from release
+			 * sequences, so the publish's release alone would not
+			 * cover it); free, a fence follows.  Then store-load
+			 * ordering: pairs with the fence in
 			 * deque_steal_many between its read of top and its
 			 * read of split. */
+			store_release(&d->split, s);
 			fence_seq_cst();
 			/* Acquire pairs with the thieves' CAS on top (o_top is
 			 * set from it). */
@@ -279,9 +290,13 @@ unsigned deque_steal_many(struct weft_deque *d, struct weft_task **out, unsigned
 	s = load_seq_cst(&d->split);
 #else
 	/* Acquire pairs with the seq_cst CAS of whoever moved top last: what
-	 * that thief saw of split is seen here too. */
+	 * that thief saw of split is seen here too.  It must not be relaxed:
+	 * it also puts that CAS before our fence below, so an owner whose
+	 * fence comes later reads a top no older than t. */
 	t = load_acquire(&d->top);
-	/* Acquire pairs with store_release in deque_publish. */
+	/* Acquire pairs with the release stores of split: deque_publish,
+	 * deque_share_all, the owner's restore and its lowering in
+	 * deque_pop_public. */
 	s = load_acquire(&d->split);
 	if (t < s) {
 		/* Store-load ordering: pairs with the fence in

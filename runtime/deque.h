@@ -7,18 +7,19 @@
  *   "Lace: non-blocking split deque").  Items are indexed by ever-growing
  *   64-bit positions with top <= split <= bottom:
  *
- *     [top, split)     public: thieves take the oldest item by CAS on top,
- *                      exactly as in Chase-Lev with `split` playing the
- *                      role Chase-Lev's `bottom` plays for thieves;
+ *     [top, split)     public: thieves take the oldest items by CAS on top,
+ *                      as in Chase-Lev with `split` playing the role
+ *                      Chase-Lev's `bottom` plays for thieves, but a range
+ *                      of up to DEQUE_STEAL_MAX items per CAS;
  *     [split, bottom)  private: only the owner touches it, so its push and
  *                      pop use no fence and no read-modify-write.
  *
  *   A thief that finds the public part empty raises `split_req`; the owner
  *   reads that flag (one relaxed load) in every push and pop and answers by
  *   publishing the older half of its private part, at most DEQUE_STEAL_MAX
- *   items (one steal's worth).  A thief takes the
- *   oldest public items, up to half of them and at most DEQUE_STEAL_MAX,
- *   with one CAS on top.  When its private part is empty the owner pops
+ *   items.  A thief takes the oldest public items, up to half of them and
+ *   at most DEQUE_STEAL_MAX, with one CAS on top (so 16 published items
+ *   leave in steals of 8, 4, ...).  When its private part is empty the owner pops
  *   from the public part: far from top with the Chase-Lev take protocol
  *   (split--, store-load ordering, read top), within DEQUE_STEAL_MAX of top
  *   by taking the oldest item with a CAS on top, as a thief would.

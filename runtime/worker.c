@@ -81,7 +81,17 @@ void worker_wake_for_spawn(struct weft_worker *w)
 void worker_published(struct weft_worker *w)
 {
 	w->deque.o_published = false;
-	maybe_wake_for(w);
+	/* An RMW, not maybe_wake_for's plain load (store buffering: we
+	 * store split then load idle_state, a parker RMWs idle_state then
+	 * loads split; plain loads let both miss).  acq_rel: of our RMW and a
+	 * parker's fetch_add in park_worker, the later one in idle_state's
+	 * modification order reads the earlier: we see its PARKED count, or
+	 * it synchronises with us and its recheck sees what we published.
+	 * Rare: only when answering a split request. */
+	uint32_t s = fetch_add_acq_rel(w->node_idle, 0);
+	if (s == 0 && !w->multi_node)
+		return;
+	worker_wake_for_spawn(w);
 }
 
 /* Take a batch from an injection queue: run the first, keep the rest on
@@ -184,9 +194,18 @@ static struct weft_task *steal_from(struct weft_worker *w, struct weft_worker *v
 			for (unsigned i = 1; i < k; i++) {
 				if (likely(deque_push(&w->deque, got[i]) == 0))
 					continue;
-				/* Out of memory for our deque: run it here. */
+				/* Out of memory for our deque: run it here,
+				 * no longer counted as a spinner (wakers skip
+				 * their wake while one spins). */
+				if (w->spinning)
+					park_spin_end(w, true);
 				worker_run_task(w, got[i]);
 			}
+			/* As a spawn would: a parked worker with no spinner
+			 * around is woken (and finds them public), not left
+			 * asleep while got[0] runs. */
+			if (k > 1)
+				maybe_wake_for(w);
 			return got[0];
 		}
 		if (why == DEQUE_EMPTY)
