@@ -725,6 +725,40 @@ Test(deque, owner_vs_three_thieves, .timeout = 240)
 	items_free(&s->it);
 }
 
+/* The start of a race test: items, a deque of 2^log2 slots, the thieves
+ * running, the round open. */
+static void race_start(struct stress *s, pthread_t *th, struct thief_arg *ta, unsigned frames, uint64_t n,
+		       unsigned log2)
+{
+	items_alloc(&s->it, frames, n);
+	cr_assert_eq(deque_init(&s->d, log2), 0);
+	stress_start(s, th, ta);
+	store_relaxed(&s->round_done, 0);
+	pthread_barrier_wait(&s->bar);
+}
+
+/* The end of a race test: stop the thieves, then every item was taken
+ * exactly once, by the owner (owner_took) or a thief, and the thieves took
+ * some (else the race was not run). */
+static void race_finish(struct stress *s, pthread_t *th, const char *name, uint64_t n, uint64_t owner_took)
+{
+	uint64_t stolen = 0;
+
+	store_release(&s->round_done, 1);
+	pthread_barrier_wait(&s->bar);
+	stress_stop(s, th);
+	deque_fini(&s->d);
+	for (int i = 0; i < THIEVES; i++)
+		stolen += s->stolen[i];
+	cr_log_info("%s: n=%lu owner %lu thieves %lu (aborts %lu %lu %lu)", name, (unsigned long)n,
+		    (unsigned long)owner_took, (unsigned long)stolen, (unsigned long)s->aborts[0],
+		    (unsigned long)s->aborts[1], (unsigned long)s->aborts[2]);
+	items_check(&s->it);
+	cr_assert_eq(owner_took + stolen, n);
+	cr_assert_gt(stolen, 0, "%s: the thieves never took anything: nothing was tested", name);
+	items_free(&s->it);
+}
+
 /* The one-item race: the owner pushes one item and pops it back while the
  * thieves, having asked for a split, try to steal it. */
 Test(deque, one_item_race, .timeout = 240)
@@ -733,14 +767,10 @@ Test(deque, one_item_race, .timeout = 240)
 	struct stress *s = &stress;
 	struct thief_arg ta[THIEVES];
 	pthread_t th[THIEVES];
-	uint64_t seed = 0xda942042e4dd58b5ull, owner_won = 0, stolen = 0;
+	uint64_t seed = 0xda942042e4dd58b5ull, owner_won = 0;
 	struct weft_task *t;
 
-	items_alloc(&s->it, 1, n);
-	cr_assert_eq(deque_init(&s->d, 0), 0);
-	stress_start(s, th, ta);
-	store_relaxed(&s->round_done, 0);
-	pthread_barrier_wait(&s->bar);
+	race_start(s, th, ta, 1, n, 0);
 	for (uint64_t i = 0; i < n; i++) {
 		uint64_t x = rng_next(&seed);
 
@@ -773,21 +803,7 @@ Test(deque, one_item_race, .timeout = 240)
 		}
 		cr_assert_eq(deque_size(&s->d), 0);
 	}
-	store_release(&s->round_done, 1);
-	pthread_barrier_wait(&s->bar);
-	stress_stop(s, th);
-	deque_fini(&s->d);
-
-	for (int i = 0; i < THIEVES; i++)
-		stolen += s->stolen[i];
-	cr_log_info("one_item_race: n=%lu owner %lu thieves %lu (aborts %lu %lu %lu)",
-		    (unsigned long)n, (unsigned long)owner_won, (unsigned long)stolen,
-		    (unsigned long)s->aborts[0], (unsigned long)s->aborts[1],
-		    (unsigned long)s->aborts[2]);
-	items_check(&s->it);
-	cr_assert_eq(owner_won + stolen, n);
-	cr_assert_gt(stolen, 0, "the thieves never won the race: nothing was tested");
-	items_free(&s->it);
+	race_finish(s, th, "one_item_race", n, owner_won);
 }
 
 /* The range race: everything the owner pushes is made public at once, and
@@ -800,14 +816,10 @@ Test(deque, range_race, .timeout = 240)
 	struct stress *s = &stress;
 	struct thief_arg ta[THIEVES];
 	pthread_t th[THIEVES];
-	uint64_t seed = 0x9fb21c651e98df25ull, owner_took = 0, stolen = 0;
+	uint64_t seed = 0x9fb21c651e98df25ull, owner_took = 0;
 	struct weft_task *t;
 
-	items_alloc(&s->it, 64, n);
-	cr_assert_eq(deque_init(&s->d, 3), 0);
-	stress_start(s, th, ta);
-	store_relaxed(&s->round_done, 0);
-	pthread_barrier_wait(&s->bar);
+	race_start(s, th, ta, 64, n, 3);
 	for (uint64_t i = 0; i < n;) {
 		uint64_t x = rng_next(&seed);
 		uint64_t m = 1 + x % 40, first = i;
@@ -830,19 +842,5 @@ Test(deque, range_race, .timeout = 240)
 			while (!load_acquire(&s->it.taken[j]))
 				sched_yield();
 	}
-	store_release(&s->round_done, 1);
-	pthread_barrier_wait(&s->bar);
-	stress_stop(s, th);
-	deque_fini(&s->d);
-
-	for (int i = 0; i < THIEVES; i++)
-		stolen += s->stolen[i];
-	cr_log_info("range_race: n=%lu owner %lu thieves %lu (aborts %lu %lu %lu)",
-		    (unsigned long)n, (unsigned long)owner_took, (unsigned long)stolen,
-		    (unsigned long)s->aborts[0], (unsigned long)s->aborts[1],
-		    (unsigned long)s->aborts[2]);
-	items_check(&s->it);
-	cr_assert_eq(owner_took + stolen, n);
-	cr_assert_gt(stolen, 0, "the thieves never took anything: nothing was tested");
-	items_free(&s->it);
+	race_finish(s, th, "range_race", n, owner_took);
 }
