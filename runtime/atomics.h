@@ -9,6 +9,8 @@
  * understands.
  *
  * Fences: TSan ignores standalone atomic_thread_fence (google/sanitizers#1415).
+ * It knows nothing of membarrier(2) either, so a WEFT_TSAN build never takes
+ * the fence_compiler() paths.
  * fence_seq_cst() is therefore only for code that has a TSan-visible twin:
  * under WEFT_TSAN the callers use the seq_cst read-modify-write form instead
  * (see deque.c).  Synchronisation never relies on type qualifiers.
@@ -65,6 +67,12 @@
 
 #define fence_seq_cst() __atomic_thread_fence(__ATOMIC_SEQ_CST)
 #define fence_acquire() __atomic_thread_fence(__ATOMIC_ACQUIRE)
+/* The light half of an asymmetric fence: orders nothing in hardware, only
+ * keeps the compiler from moving accesses across it.  Correct only where
+ * the other side runs the heavy half, os_membarrier() (membarrier(2)),
+ * which makes every running thread of the process execute a full barrier;
+ * see rt_push_outside and weft_destroy. */
+#define fence_compiler() __atomic_signal_fence(__ATOMIC_SEQ_CST)
 
 /* A spin-wait hint: keeps a spinning core from starving its SMT sibling. */
 static inline void cpu_relax(void)

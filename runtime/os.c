@@ -1,6 +1,6 @@
 /*
  * os.c: the default OS layer: raw futex syscalls, io_uring set-up and
- * entry, and the clock.
+ * entry, membarrier, and the clock.
  *
  * Overview: private futexes only (the words live in this process).  The
  * kernel gives no happens-before edge that ThreadSanitizer can see, so every
@@ -13,6 +13,7 @@
 
 #include <errno.h>
 #include <linux/futex.h>
+#include <linux/membarrier.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -90,6 +91,18 @@ static int sys_eventfd_signal(int fd)
 	return write(fd, &one, sizeof(one)) == sizeof(one) ? 0 : -errno;
 }
 
+static int sys_membarrier_register(void)
+{
+	long r = syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0);
+	return r < 0 ? -errno : 0;
+}
+
+static int sys_membarrier(void)
+{
+	long r = syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
+	return r < 0 ? -errno : 0;
+}
+
 static const struct weft_os default_os = {
 	.futex_wait = sys_futex_wait,
 	.futex_wake = sys_futex_wake,
@@ -101,6 +114,8 @@ static const struct weft_os default_os = {
 	.ring_enter = sys_ring_enter,
 	.ring_submit = sys_ring_submit,
 	.eventfd_signal = sys_eventfd_signal,
+	.membarrier_register = sys_membarrier_register,
+	.membarrier = sys_membarrier,
 };
 
 const struct weft_os *weft_os_active = &default_os;

@@ -1,7 +1,8 @@
 /*
- * os.h: the small OS layer.  Every futex, topology and (later) io_uring
- * syscall the runtime makes goes through the table below, so a test can
- * swap in its own functions and inject failures, EINTR or spurious wakeups.
+ * os.h: the small OS layer.  Every futex, topology, io_uring and
+ * membarrier syscall the runtime makes goes through the table below, so a
+ * test can swap in its own functions and inject failures, EINTR or
+ * spurious wakeups, or take membarrier away.
  *
  * Invariant: callers treat every wait as "may return early for no reason";
  * a wait returning 0 only means "look again".
@@ -47,6 +48,15 @@ struct weft_os {
 	int (*ring_submit)(struct io_uring *ring, bool get_events);
 	/* Add 1 to an eventfd (the eventfd park's wake); 0 or -errno. */
 	int (*eventfd_signal)(int fd);
+
+	/* Process-wide memory barrier (membarrier(2), PRIVATE_EXPEDITED):
+	 * register once, 0 or -errno; then each call returns only after every
+	 * thread of the process that was running has executed a full memory
+	 * barrier (one that was not running passed through the scheduler's).
+	 * NULL means "not available": the runtime then pays a seq_cst RMW on
+	 * the other side instead (see rt_push_outside). */
+	int (*membarrier_register)(void);
+	int (*membarrier)(void);
 };
 
 /* The table in use; tests replace it with weft_os_set() and restore it with
@@ -83,6 +93,18 @@ static inline int os_ring_submit(struct io_uring *ring, bool get_events)
 static inline int os_eventfd_signal(int fd)
 {
 	return weft_os_active->eventfd_signal(fd);
+}
+
+/* true: os_membarrier() may be used from now on. */
+static inline bool os_membarrier_register(void)
+{
+	const struct weft_os *os = weft_os_active;
+	return os->membarrier_register && os->membarrier && os->membarrier_register() == 0;
+}
+
+static inline int os_membarrier(void)
+{
+	return weft_os_active->membarrier();
 }
 
 uint64_t os_now_ns(void);

@@ -24,6 +24,10 @@
  *                           callbacks are tasks like any other.
  *   The check "all parked" and the move to QUIESCED are both seq_cst, so
  *   the last parker and weft_destroy cannot both miss the condition.
+ *   The store of DRAINING and the reads of the active flags are separated
+ *   by membarrier(2) when weft_create could register it (rt->asym_fence):
+ *   outside spawns then set their flag with a plain store and a compiler
+ *   fence (see rt_push_outside); otherwise they use a seq_cst exchange.
  */
 #include "rt.h"
 
@@ -269,6 +273,9 @@ int weft_create(weft_rt **out, const struct weft_config *cfg)
 	static uint64_t serials;
 	rt->serial = fetch_add_relaxed(&serials, 1) + 1;
 	pthread_mutex_init(&rt->submitters_lock, NULL);
+	/* Not under TSan: it cannot see the barrier, and would see the
+	 * plain store as the only order between submitter and destroy. */
+	rt->asym_fence = !WEFT_TSAN && os_membarrier_register();
 	rt->pin = cfg->pin;
 	rt->threads = cfg->threads ? cfg->threads : &pthread_ops;
 	if (!rt->threads->start || !rt->threads->join) {
@@ -358,6 +365,18 @@ void weft_destroy(weft_rt *rt)
 	 * and load of the state: from here on, a spawn from another thread
 	 * either sees DRAINING or is waited for below. */
 	store_seq_cst(&rt->state, RT_DRAINING);
+	/* With asym_fence a submitter marks itself with a plain store and a
+	 * compiler fence instead: this barrier is the other half.  Every
+	 * submitter runs a full barrier at some point B during the call.  B
+	 * before its load of the state: that load sees DRAINING (our store is
+	 * visible before the barrier starts).  B after it: its store of
+	 * active = 1 is visible when the call returns, so the loads below see
+	 * it.  Registered in weft_create, so the call cannot fail short of a
+	 * broken kernel, and then no guarantee is left to fall back on. */
+	if (rt->asym_fence && os_membarrier() < 0) {
+		fprintf(stderr, "weft: weft_destroy: membarrier failed after registration\n");
+		abort();
+	}
 	wait_submitters(rt);
 	store_seq_cst(&rt->state, RT_QUIESCED);
 	/* I/O in flight is cancelled; each callback gets -ECANCELED. */

@@ -157,6 +157,10 @@ struct weft_rt {
 
 	/* Outside submitters and weft_destroy. */
 	uint32_t state WEFT_ALIGNED;
+	/* Written once in weft_create: membarrier(2) is registered, so an
+	 * outside spawn marks itself active with a plain store and a compiler
+	 * fence, and weft_destroy runs the barrier (see rt_push_outside). */
+	bool asym_fence;
 	uint64_t serial;                /* tells runtimes at one address apart */
 	pthread_mutex_t submitters_lock;
 	struct submitter *submitters;   /* list, pushed under the lock */

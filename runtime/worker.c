@@ -554,19 +554,33 @@ int rt_push_outside(struct weft_rt *rt, int node, bool affine, void (*fn)(void *
 		    bool internal)
 {
 	/* Tasks may spawn until the runtime exits; other threads only while
-	 * it runs.  An outside thread marks itself active with a seq_cst RMW
-	 * on its own line, then reads the state: weft_destroy stores the state
-	 * and then reads every active flag, so either we see it draining or it
-	 * waits for us (and for our task, which is then queued). */
+	 * it runs.  An outside thread marks itself active on its own line,
+	 * then reads the state: weft_destroy stores the state and then reads
+	 * every active flag, with a full barrier between on both sides (ours
+	 * a seq_cst RMW, or our half of the asymmetric fence), so either we
+	 * see it draining or it waits for us (and for our task, which is
+	 * then queued). */
 	struct weft_worker *self = weft_tls_worker;
 	struct submitter *rec = NULL;
 	if (!self || self->rt != rt) {
 		rec = rt_submitter(rt);
 		if (unlikely(!rec))
 			return -ENOMEM;
-		/* seq_cst: pairs with weft_destroy's store of RT_DRAINING and its
-		 * loads of the active flags. */
-		exchange_seq_cst(&rec->active, 1);
+		if (likely(rt->asym_fence)) {
+			/* The asymmetric fence: weft_destroy's membarrier, after
+			 * its store of RT_DRAINING, is the heavy half; this keeps
+			 * the compiler from moving our load of the state above
+			 * the store.  It saves a locked instruction per spawn,
+			 * which would also wait for the stores of the previous
+			 * spawn (its queue cell, on a line the consumer last
+			 * wrote) to leave the store buffer. */
+			store_relaxed(&rec->active, 1);
+			fence_compiler();
+		} else {
+			/* seq_cst: pairs with weft_destroy's store of
+			 * RT_DRAINING and its loads of the active flags. */
+			exchange_seq_cst(&rec->active, 1);
+		}
 		if (unlikely(load_seq_cst(&rt->state) != RT_RUNNING) && !internal) {
 			store_release(&rec->active, 0);
 			return -ESHUTDOWN;
