@@ -234,40 +234,6 @@ static void raced(void *p)
 	__atomic_fetch_add(&raced_ran, 1, __ATOMIC_RELAXED);
 }
 
-static void *racer_main(void *p)
-{
-	struct racer *r = p;
-	for (;;) {
-		int e = weft_spawn(rt, raced, NULL);
-		if (e == 0) {
-			cr_assert_eq(r->refused_after, 0, "a spawn succeeded after one was refused");
-			r->accepted++;
-			continue;
-		}
-		cr_assert_eq(e, -ESHUTDOWN);
-		/* Stop at the first refusal: once weft_destroy returns, the
-		 * runtime is gone and must not be called at all. */
-		r->refused_after++;
-		return NULL;
-	}
-}
-
-Test(spawn, spawn_races_destroy, .timeout = 120)
-{
-	setup_rt(0);
-	raced_ran = 0;
-	struct racer r = { 0 };
-	pthread_t th;
-	pthread_create(&th, NULL, racer_main, &r);
-	usleep(20 * 1000);
-	weft_destroy(rt);
-	pthread_join(th, NULL);
-	cr_assert_gt(r.accepted, 0);
-	cr_assert_eq(r.refused_after, 1);
-	/* Every accepted task ran, and ran before weft_destroy returned. */
-	cr_assert_eq(__atomic_load_n(&raced_ran, __ATOMIC_RELAXED), r.accepted);
-}
-
 /* Several threads spawn while weft_destroy begins, round after round: each
  * spawn either is refused with -ESHUTDOWN or its task runs, exactly once,
  * before weft_destroy returns.  An outside spawn marks itself active with a
