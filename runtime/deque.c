@@ -109,6 +109,7 @@ int deque_init_on(struct weft_deque *d, unsigned log2_capacity, int os_node)
 	d->slots = a->slots;
 	d->mask = a->mask;
 	d->retired = NULL;
+	d->o_publish_max = DEQUE_STEAL_MAX;
 	return 0;
 }
 
@@ -163,8 +164,8 @@ int deque_grow(struct weft_deque *d)
 }
 
 /* Called by push and pop when a thief asked: move split toward bottom by
- * ceil(private / 2), at most DEQUE_STEAL_MAX, exposing the oldest private
- * items.  One request gets a bounded share: the rest stays private, where
+ * ceil(private / 2), at most o_publish_max (DEQUE_STEAL_MAX unless the
+ * worker says otherwise), exposing the oldest private items.  One request gets a bounded share: the rest stays private, where
  * the owner pops it without a fence, and each task a thief takes costs the
  * owner a cache-line round trip later (the frame comes back to be reused),
  * so more than was asked for is not handed out. */
@@ -176,8 +177,8 @@ void deque_publish(struct weft_deque *d)
 	/* Nothing to give: leave the request up for the next push. */
 	if (priv <= 0)
 		return;
-	if (give > DEQUE_STEAL_MAX)
-		give = DEQUE_STEAL_MAX;
+	if (give > (int64_t)d->o_publish_max)
+		give = d->o_publish_max;
 	d->o_split += give;
 	/* Release pairs with the acquire loads of split in deque_steal_many: the
 	 * slot stores (and the tasks' contents) become visible with it; so

@@ -90,6 +90,7 @@ struct weft_deque {
 	uint64_t mask;                   /* current array's mask */
 	struct deque_array *retired;     /* older arrays, freed in fini */
 	int os_node;                     /* where arrays are allocated */
+	uint32_t o_publish_max;          /* most items one request publishes */
 	bool o_published;                /* set by deque_publish; the worker
 					  * clears it and considers a wakeup */
 };

@@ -247,6 +247,13 @@ static int build(struct weft_rt *rt, const struct weft_config *cfg)
 			w->node_idle = &rt->nodes[n]->idle_state;
 			if (deque_init_on(&w->deque, 8, t->node[n].os_node) < 0)
 				return -ENOMEM;
+			/* With other nodes, a split request gets half the
+			 * private part, uncapped: a sibling that runs dry
+			 * while this worker is descheduled crosses to another
+			 * node after its patience (test_steal under TSan and
+			 * the NUMA guest saw it with 16 at a time). */
+			if (w->multi_node)
+				w->deque.o_publish_max = UINT32_MAX;
 			if (arena_init(&w->arena, (uint16_t)idx, t->node[n].os_node) < 0)
 				return -ENOMEM;
 			idx++;

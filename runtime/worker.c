@@ -201,11 +201,18 @@ static struct weft_task *steal_from(struct weft_worker *w, struct weft_worker *v
 					park_spin_end(w, true);
 				worker_run_task(w, got[i]);
 			}
-			/* As a spawn would: a parked worker with no spinner
-			 * around is woken (and finds them public), not left
-			 * asleep while got[0] runs. */
-			if (k > 1)
+			/* With other nodes, the rest goes public at once: a
+			 * sibling that finds it private waits for our next
+			 * push or pop, up to its patience, and then crosses
+			 * to another node while its own has work (TSan's
+			 * slow runs of test_steal showed it).  Either way, as
+			 * a spawn would, a parked worker with no spinner
+			 * around is woken, not left asleep while got[0] runs. */
+			if (k > 1) {
+				if (w->multi_node)
+					deque_share_all(&w->deque);
 				maybe_wake_for(w);
+			}
 			return got[0];
 		}
 		if (why == DEQUE_EMPTY)
