@@ -194,8 +194,6 @@ struct give_batch {
 	unsigned n;
 } WEFT_ALIGNED;
 
-static struct give_batch *give_batch_of(struct weft_rt *rt, unsigned worker);
-
 static void give_batch_flush(struct give_batch *b)
 {
 	if (!b->n)
@@ -203,34 +201,6 @@ static void give_batch_flush(struct give_batch *b)
 	give_back(&b->owner->grant_remote, b->head, &b->tail->next);
 	b->head = b->tail = NULL;
 	b->n = 0;
-}
-
-static void cached_grant_free(struct weft_grant *g)
-{
-	struct cached_grant *c = (struct cached_grant *)((char *)g - offsetof(struct cached_grant, g));
-	struct submitter *rec = c->owner;
-	struct weft_rt *rt = g->rt;
-	if (rt_submitter_is_mine(rt, rec)) {
-		c->next = rec->grant_local;
-		rec->grant_local = c;
-		return;
-	}
-	struct weft_worker *w = weft_tls_worker;
-	if (!w || w->rt != rt) {
-		give_back(&rec->grant_remote, c, &c->next);
-		return;
-	}
-	struct give_batch *b = give_batch_of(rt, w->index);
-	if (b->owner != rec) {
-		give_batch_flush(b);
-		b->owner = rec;
-	}
-	c->next = b->head;
-	b->head = c;
-	if (!b->tail)
-		b->tail = c;
-	if (++b->n == GIVE_BATCH)
-		give_batch_flush(b);
 }
 
 unsigned acquire_free_grants(struct submitter *rec)
@@ -312,9 +282,32 @@ struct weft_acquire {
 	uint64_t grants_fast_outside;
 };
 
-static struct give_batch *give_batch_of(struct weft_rt *rt, unsigned worker)
+static void cached_grant_free(struct weft_grant *g)
 {
-	return &rt->acq->give[worker];
+	struct cached_grant *c = (struct cached_grant *)((char *)g - offsetof(struct cached_grant, g));
+	struct submitter *rec = c->owner;
+	struct weft_rt *rt = g->rt;
+	if (rt_submitter_is_mine(rt, rec)) {
+		c->next = rec->grant_local;
+		rec->grant_local = c;
+		return;
+	}
+	struct weft_worker *w = weft_tls_worker;
+	if (!w || w->rt != rt) {
+		give_back(&rec->grant_remote, c, &c->next);
+		return;
+	}
+	struct give_batch *b = &rt->acq->give[w->index];
+	if (b->owner != rec) {
+		give_batch_flush(b);
+		b->owner = rec;
+	}
+	c->next = b->head;
+	b->head = c;
+	if (!b->tail)
+		b->tail = c;
+	if (++b->n == GIVE_BATCH)
+		give_batch_flush(b);
 }
 
 /* ---- grant memory ----------------------------------------------------------- */

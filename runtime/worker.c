@@ -189,6 +189,10 @@ static struct weft_task *steal_from(struct weft_worker *w, struct weft_worker *v
 		if (k) {
 			uint64_t *c = remote ? &w->stats.steals_remote : &w->stats.steals_local;
 			store_relaxed(c, load_relaxed(c) + k);
+			/* Not with other nodes to cross to: a thief that
+			 * may not ask its own node's workers is the one that
+			 * ends up stealing from far away while its node has
+			 * work (the NUMA suite's steal-order check saw it). */
 			if (!w->multi_node)
 				w->ask_after = os_now_ns() + STEAL_ASK_GAP_NS;
 			for (unsigned i = 1; i < k; i++) {
@@ -234,14 +238,10 @@ static struct weft_task *steal_from(struct weft_worker *w, struct weft_worker *v
  * only the request waits.  A thief with tasks worth more than the gap
  * never notices it.  Before parking, a worker asks regardless (last_look),
  * so the request it leaves behind still wakes it.  Single-node runtimes
- * only (see the first test). */
+ * only: steal_from sets the gap only there. */
 static bool may_ask(struct weft_worker *w)
 {
-	/* With other nodes to cross to, a thief that may not ask its own
-	 * node's workers is the one that ends up stealing from far away
-	 * while its node has work (the NUMA suite's steal-order check saw
-	 * it): there the request goes up at once, as before. */
-	if (likely(w->ask_after == 0) || w->multi_node)
+	if (likely(w->ask_after == 0))
 		return true;
 	if (os_now_ns() < w->ask_after)
 		return false;

@@ -380,6 +380,21 @@ static void job_with_grant(struct weft_grant *g, int status, void *ctx)
 	weft_release(g);
 }
 
+/* After a stress run: log the scheduler's counters; every request was
+ * granted once, no wakeup was spurious, no request was overtaken more
+ * than the default bypass budget. */
+static void check_stress_stats(struct weft_stats *st, uint64_t requests)
+{
+	weft_stats(rt, st);
+	cr_log_info("grants %llu (fast %llu) waits %llu wakeups %llu spurious %llu max bypassed %llu",
+		    (unsigned long long)st->acquire.grants, (unsigned long long)st->acquire.grants_fast,
+		    (unsigned long long)st->acquire.waits, (unsigned long long)st->acquire.wakeups,
+		    (unsigned long long)st->acquire.spurious_wakeups, (unsigned long long)st->acquire.max_bypassed);
+	cr_assert_eq(st->acquire.grants, requests, "one grant per request");
+	cr_assert_eq(st->acquire.spurious_wakeups, 0);
+	cr_assert_leq(st->acquire.max_bypassed, 16);
+}
+
 Test(acquire, stress_shadow_state, .timeout = 120)
 {
 	create(0, 0);
@@ -419,14 +434,7 @@ Test(acquire, stress_shadow_state, .timeout = 120)
 		usleep(1000);
 	watchdog_stop(&wd);
 	struct weft_stats st;
-	weft_stats(rt, &st);
-	cr_log_info("grants %llu (fast %llu) waits %llu wakeups %llu spurious %llu max bypassed %llu",
-		    (unsigned long long)st.acquire.grants, (unsigned long long)st.acquire.grants_fast,
-		    (unsigned long long)st.acquire.waits, (unsigned long long)st.acquire.wakeups,
-		    (unsigned long long)st.acquire.spurious_wakeups, (unsigned long long)st.acquire.max_bypassed);
-	cr_assert_eq(st.acquire.grants, (uint64_t)n, "one grant per request");
-	cr_assert_eq(st.acquire.spurious_wakeups, 0);
-	cr_assert_leq(st.acquire.max_bypassed, 16);
+	check_stress_stats(&st, (uint64_t)n);
 	weft_destroy(rt);
 	free(jobs);
 }
@@ -513,15 +521,8 @@ Test(acquire, posted_releases_from_many_threads, .timeout = 120)
 		usleep(1000);
 	watchdog_stop(&wd);
 	struct weft_stats st;
-	weft_stats(rt, &st);
-	cr_log_info("grants %llu (fast %llu) waits %llu wakeups %llu spurious %llu max bypassed %llu",
-		    (unsigned long long)st.acquire.grants, (unsigned long long)st.acquire.grants_fast,
-		    (unsigned long long)st.acquire.waits, (unsigned long long)st.acquire.wakeups,
-		    (unsigned long long)st.acquire.spurious_wakeups, (unsigned long long)st.acquire.max_bypassed);
-	cr_assert_eq(st.acquire.grants, total, "one grant per request");
+	check_stress_stats(&st, total);
 	cr_assert_leq(st.acquire.wakeups, st.acquire.waits, "at most one wake per blocked acquirer");
-	cr_assert_eq(st.acquire.spurious_wakeups, 0);
-	cr_assert_leq(st.acquire.max_bypassed, 16);
 	for (int c = 0; c < NCOMP; c++) {
 		cr_assert_eq(shadow_readers[c], 0);
 		cr_assert_eq(shadow_writer[c], 0);
