@@ -56,10 +56,12 @@
  * GRANT_INLINE_DEPS deps), in the calling thread's grant cache (threads
  * that are not workers), or otherwise in malloc'd memory kept on a list so
  * weft_destroy can report and free what callers never released.
- * weft_acquire / weft_spawn_with from a thread that is not a worker make
- * the grant there (deps merged and checked) and send the grant itself to a
- * worker as the task (outside_task); the worker requests the components
- * and, when they are granted at once, runs the callback right away.
+ * weft_acquire / weft_spawn_with from a thread that is not a worker merge
+ * and check the deps there and send the request to a worker inside the
+ * injection item (up to GRANT_INLINE_DEPS deps; more go as a malloc'd
+ * grant); the worker makes the grant in its own arena
+ * (acquire_item_to_task), requests the components and, when they are
+ * granted at once, runs the callback right away (outside_task).
  */
 #include "acquire.h"
 
@@ -963,11 +965,13 @@ static void grant_target(struct weft_grant *g, uint8_t kind, void *p1, void *p2)
 
 /*
  * weft_acquire / weft_spawn_with from a thread that is not a worker: the
- * deps are merged and checked here (so a failed call changes nothing) and
- * the grant is made here, from the thread's own cache (up to
- * GRANT_INLINE_DEPS deps) or a box.  The grant itself then travels to a
- * worker as the task: the worker requests the components there and, when
- * they are granted at once, runs the callback or function right away.
+ * deps are merged and checked here (so a failed call changes nothing).  Up
+ * to GRANT_INLINE_DEPS of them travel packed in the injection item and the
+ * worker that takes it makes the grant in its own arena
+ * (acquire_item_to_task): no line of the submitter's is read per request.
+ * More deps travel as a malloc'd grant.  Either way the worker requests
+ * the components and, when they are granted at once, runs the callback or
+ * function right away.
  * Requesting on the worker, when it is ready to run something, keeps
  * components free while requests sit in the injection queue; workers take
  * these tasks one at a time for that reason (take_injected in worker.c,
@@ -994,16 +998,71 @@ bool acquire_is_outside_request(void (*fn)(void *))
 	return fn == outside_task;
 }
 
+/* A dep in an injection item's req[]: comp < ncomp <= SCHED_MAX_REQS
+ * (2^24) in the low bits, access in the top two. */
+#define REQ_ACCESS_SHIFT 30
+
+_Static_assert(GRANT_INLINE_DEPS <= sizeof(((struct weft_inject_item *)0)->req) / sizeof(uint32_t),
+	      "an inline grant's deps fit in an injection item");
+
+bool acquire_item_to_task(struct weft_worker *w, struct weft_inject_item *it)
+{
+	struct weft_rt *rt = w->rt;
+	unsigned n = (unsigned)(it->aux & 0xff);
+	uint8_t kind = (uint8_t)(it->aux >> 8);
+	struct weft_grant *g = grant_new(rt, n);
+	if (unlikely(!g)) {
+		if (kind == G_CALLBACK)
+			((weft_acquire_fn)(uintptr_t)it->fn)(NULL, -ENOMEM, it->arg);
+		else
+			fprintf(stderr, "weft: out of memory for a weft_spawn_with request; its task does not run\n");
+		return false;
+	}
+	for (unsigned i = 0; i < n; i++) {
+		g->deps[i].comp = it->req[i] & ((1u << REQ_ACCESS_SHIFT) - 1);
+		g->deps[i].access = it->req[i] >> REQ_ACCESS_SHIFT;
+	}
+	grant_target(g, kind, (void *)(uintptr_t)it->fn, it->arg);
+	it->fn = outside_task;
+	it->arg = g;
+	it->aux = 0;
+	return true;
+}
+
 static int submit_any(struct weft_rt *rt, const struct weft_dep *deps, size_t n, uint8_t kind, void *p1, void *p2)
 {
 	struct weft_grant *g;
-	int r = grant_prepare(rt, deps, n, &g);
+	struct weft_worker *w = weft_tls_worker;
+	if (w && w->rt == rt) {
+		int r = grant_prepare(rt, deps, n, &g);
+		if (r < 0)
+			return r;
+		grant_target(g, kind, p1, p2);
+		return submit(rt, g);
+	}
+	/* From outside: merged and checked here, so a failed call changes
+	 * nothing; the deps travel in the injection item (acquire_item_to_task
+	 * makes the grant on the worker) unless there are too many. */
+	if (!rt->acq)
+		return -EINVAL;
+	struct weft_dep merged[WEFT_MAX_DEPS];
+	int m = sched_merge_deps(deps, n, rt->acq->ncomp, merged);
+	if (m < 0)
+		return m;
+	if (m <= GRANT_INLINE_DEPS) {
+		struct weft_inject_item it = {
+			.fn = (void (*)(void *))(uintptr_t)p1,
+			.arg = p2,
+			.aux = INJECT_REQUEST | (uint64_t)kind << 8 | (uint64_t)m,
+		};
+		for (int i = 0; i < m; i++)
+			it.req[i] = merged[i].comp | merged[i].access << REQ_ACCESS_SHIFT;
+		return rt_push_outside_item(rt, -1, false, &it, false);
+	}
+	int r = grant_with(rt, merged, (unsigned)m, &g);
 	if (r < 0)
 		return r;
 	grant_target(g, kind, p1, p2);
-	struct weft_worker *w = weft_tls_worker;
-	if (w && w->rt == rt)
-		return submit(rt, g);
 	r = rt_push_outside(rt, -1, false, outside_task, g, NULL, false);
 	if (r < 0)
 		grant_free(g);

@@ -26,6 +26,13 @@ void acquire_stats(struct weft_rt *rt, struct weft_acquire_stats *out);
  * (weft_acquire / weft_spawn_with from outside)?  Workers take such tasks
  * from the injection queues one at a time (take_injected). */
 bool acquire_is_outside_request(void (*fn)(void *));
+struct weft_worker;
+struct weft_inject_item;
+/* A request item (inject.h) taken by worker w: its grant is made in w's
+ * memory and the item becomes the task that requests it (fn, arg; aux
+ * cleared).  False when there was no memory: the request is then answered
+ * (a callback gets -ENOMEM) and nothing is left to run. */
+bool acquire_item_to_task(struct weft_worker *w, struct weft_inject_item *it);
 struct submitter;
 /* Frees the grants a submitter record made; returns how many were never
  * released. */

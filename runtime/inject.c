@@ -61,10 +61,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* One line each: a consumer polling or freeing one cell does not take the
+ * line of the next away from the producer. */
 struct inject_cell {
 	uint64_t seq;
 	struct weft_inject_item item;
-};
+} WEFT_ALIGNED;
 
 struct inject_chunk {
 	struct inject_chunk *next;

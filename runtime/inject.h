@@ -33,8 +33,21 @@ struct weft_inject_item {
 	void (*fn)(void *arg);
 	void *arg;
 	struct weft_group *group;
-	uint64_t aux;
+	uint64_t aux;    /* 0: a task; INJECT_REQUEST: see below */
+	uint32_t req[4]; /* a request's deps, packed by acquire.c */
 };
+
+/* aux of an item that carries a request of a thread that is not a worker
+ * (weft_acquire / weft_spawn_with from outside, acquire.c): INJECT_REQUEST
+ * | kind << 8 | number of deps, fn/arg the callback or task.  The deps
+ * travel in the item, so the worker builds the grant in its own memory and
+ * no line of the submitter's is read per request. */
+#define INJECT_REQUEST (1ull << 63)
+
+static inline bool inject_item_is_request(const struct weft_inject_item *it)
+{
+	return (it->aux & INJECT_REQUEST) != 0;
+}
 
 /* Items per overflow chunk, and how many emptied chunks a queue keeps: a
  * backlog that hovers around some size then recycles chunks instead of

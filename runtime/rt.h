@@ -191,6 +191,8 @@ void worker_published(struct weft_worker *w);
  * (grant callbacks), accepted while weft_destroy drains. */
 int rt_push_outside(struct weft_rt *rt, int node, bool affine, void (*fn)(void *), void *arg, struct weft_group *g,
 		    bool internal);
+/* The same for a prepared item (a request, see inject.h). */
+int rt_push_outside_item(struct weft_rt *rt, int node, bool affine, const struct weft_inject_item *it, bool internal);
 /* Run tasks on worker w until done(ctx) is true; parks (kind WAIT) when
  * there is nothing to run.  done must become true only through an event
  * that calls worker_notify(w) (or a spawn that wakes w). */

@@ -118,11 +118,15 @@ static struct weft_task *take_injected(struct weft_worker *w, struct weft_inject
 	 * everything reserved, tasks ran about one at a time.  Taken alone, a
 	 * request is made when a worker is ready to run it.
 	 */
-	if (max > 1 && !acquire_is_outside_request(items[0].fn))
+	if (max > 1 && !inject_item_is_request(&items[0]) && !acquire_is_outside_request(items[0].fn))
 		n += inject_pop(q, items + 1, max - 1);
 	struct weft_task *first = NULL;
 	unsigned queued = 0;
 	for (unsigned i = 0; i < n; i++) {
+		/* A request becomes its task here; false: it was answered
+		 * already (no memory for its grant). */
+		if (inject_item_is_request(&items[i]) && !acquire_item_to_task(w, &items[i]))
+			continue;
 		struct weft_task *t = arena_alloc(&w->arena);
 		if (t) {
 			t->fn = items[i].fn;
@@ -560,6 +564,12 @@ bool rt_submitter_is_mine(struct weft_rt *rt, struct submitter *rec)
 int rt_push_outside(struct weft_rt *rt, int node, bool affine, void (*fn)(void *), void *arg, struct weft_group *g,
 		    bool internal)
 {
+	struct weft_inject_item it = { .fn = fn, .arg = arg, .group = g };
+	return rt_push_outside_item(rt, node, affine, &it, internal);
+}
+
+int rt_push_outside_item(struct weft_rt *rt, int node, bool affine, const struct weft_inject_item *it, bool internal)
+{
 	/* Tasks may spawn until the runtime exits; other threads only while
 	 * it runs.  An outside thread marks itself active on its own line,
 	 * then reads the state: weft_destroy stores the state and then reads
@@ -595,12 +605,11 @@ int rt_push_outside(struct weft_rt *rt, int node, bool affine, void (*fn)(void *
 	}
 	unsigned ni = node >= 0 ? (unsigned)node : (rt->nnodes > 1 ? tls_rr++ % rt->nnodes : 0);
 	struct weft_node *n = rt->nodes[ni];
-	struct weft_inject_item it = { .fn = fn, .arg = arg, .group = g, .aux = 0 };
 	/* The push's seq_cst publication (the tail CAS, or the overflow store)
 	 * orders it before our seq_cst load of idle_state in the wake below;
 	 * parkers announce with a seq_cst RMW and then load the queue with
 	 * seq_cst: one of us sees the other (no fence needed). */
-	int r = inject_push(affine ? &n->affine : &n->shared, &it);
+	int r = inject_push(affine ? &n->affine : &n->shared, it);
 	if (r == 0) {
 		/* Affine tasks need a worker of that node; if none is parked,
 		 * one of them is awake and will look before it parks. */
