@@ -215,14 +215,7 @@ static bool group_sleep_recheck(void *p)
 static void group_wait_worker(struct weft_worker *w, struct weft_group *g)
 {
 	while (!group_done_pred(g)) {
-		struct weft_task *t = worker_next(w);
-		if (!t)
-			t = worker_find_work(w);
-		if (!t) {
-			if (!w->spinning)
-				park_spin_begin(w);
-			t = worker_spin_for_work(w, group_done_pred, g);
-		}
+		struct weft_task *t = worker_search(w, group_done_pred, g);
 		if (t) {
 			worker_run_found(w, t);
 			continue;

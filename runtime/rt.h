@@ -182,6 +182,9 @@ extern __thread struct weft_worker *weft_tls_worker __attribute__((tls_model("in
 void worker_main(struct weft_worker *w);
 struct weft_task *worker_next(struct weft_worker *w);
 struct weft_task *worker_spin_for_work(struct weft_worker *w, bool (*done)(void *), void *ctx);
+/* A waiting worker's search: its own deque, the full search, then a spin
+ * that stops early once done(ctx).  NULL: nothing to run (park next). */
+struct weft_task *worker_search(struct weft_worker *w, bool (*done)(void *), void *ctx);
 void worker_run_found(struct weft_worker *w, struct weft_task *t);
 struct weft_task *worker_find_work(struct weft_worker *w);
 bool worker_work_visible(struct weft_worker *w);

@@ -424,6 +424,19 @@ struct weft_task *worker_spin_for_work(struct weft_worker *w, bool (*done)(void 
 	return last_look(w);
 }
 
+struct weft_task *worker_search(struct weft_worker *w, bool (*done)(void *), void *ctx)
+{
+	struct weft_task *t = worker_next(w);
+	if (!t)
+		t = worker_find_work(w);
+	if (!t) {
+		if (!w->spinning)
+			park_spin_begin(w);
+		t = worker_spin_for_work(w, done, ctx);
+	}
+	return t;
+}
+
 void worker_run_found(struct weft_worker *w, struct weft_task *t)
 {
 	if (w->spinning)
@@ -447,14 +460,7 @@ void worker_help_until(struct weft_worker *w, bool (*done)(void *ctx), void *ctx
 {
 	struct help_ctx h = { .w = w, .done = done, .ctx = ctx };
 	while (!done(ctx)) {
-		struct weft_task *t = worker_next(w);
-		if (!t)
-			t = worker_find_work(w);
-		if (!t) {
-			if (!w->spinning)
-				park_spin_begin(w);
-			t = worker_spin_for_work(w, done, ctx);
-		}
+		struct weft_task *t = worker_search(w, done, ctx);
 		if (t) {
 			worker_run_found(w, t);
 			continue;
