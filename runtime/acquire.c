@@ -124,10 +124,12 @@ struct grant_box {
 	struct weft_grant g;
 };
 
-/* Grants of threads that are not workers (up to GRANT_INLINE_DEPS deps)
- * are recycled through the thread's submitter record: `all` chains every
- * one the record ever made (so weft_destroy can free the ones never
- * released), `next` the free ones. */
+/* Grants that weft_try_acquire and weft_acquire_wait make on threads that
+ * are not workers (up to GRANT_INLINE_DEPS deps) are recycled through the
+ * thread's submitter record: `all` chains every one the record ever made
+ * (so weft_destroy can free the ones never released), `next` the free
+ * ones.  (weft_acquire / weft_spawn_with from such a thread send their
+ * deps to a worker instead, which makes the grant: acquire_item_to_task.) */
 struct cached_grant {
 	struct cached_grant *all;
 	void *next; /* free list; void * so give_back can link it */
@@ -180,7 +182,8 @@ static void give_back(void **head, void *node, void **link)
 }
 
 /*
- * A worker gives the grants of outside threads back in batches: one CAS on
+ * A worker that releases a cached grant (a thread handed it over after
+ * weft_try_acquire / weft_acquire_wait) gives it back in batches: one CAS on
  * the owner's grant_remote per GIVE_BATCH grants instead of one per grant
  * (that line is written by every worker and read by the owner).  A batch
  * holds the grants of one owner; it goes back when full, when a grant of
@@ -231,9 +234,10 @@ struct comp_word {
 /* ---- the slow path's lock -------------------------------------------------------- */
 
 /*
- * A futex word: 0 free, 1 held, 2 held and someone may sleep on it.  Only
- * workers (and callers of release / try_acquire) take it, for a few hundred
- * ns at a time, so a waiter spins first: a futex sleep and wake costs tens of
+ * A futex word: 0 free, 1 held, 2 held and someone may sleep on it.  Workers
+ * take it, and so do other threads in release / try_acquire / acquire_wait
+ * and when they link a malloc'd grant (boxes_edit), for a few hundred ns at
+ * a time, so a waiter spins first: a futex sleep and wake costs tens of
  * microseconds on a VM, far more than the critical section (glibc's default
  * mutex sleeps at once, and under contention that was a quarter of the
  * congested ECS rows' time).  After the spin it sleeps, so a preempted
@@ -320,18 +324,19 @@ static void boxes_edit(struct weft_rt *rt, struct grant_box *b, bool link);
 static struct weft_grant *grant_new(struct weft_rt *rt, unsigned n)
 {
 	struct weft_worker *w = weft_tls_worker;
-	struct weft_grant *g;
+	struct weft_grant *g = NULL;
+	/* A frame or a cached grant when the deps fit; malloc otherwise, and
+	 * also when those run out (a worker's arena cannot grow). */
 	if (w && w->rt == rt && n <= GRANT_INLINE_DEPS) {
 		struct weft_task *t = arena_alloc(&w->arena);
-		if (!t)
-			return NULL;
-		g = (struct weft_grant *)t;
-		g->arena = (uint16_t)w->index;
+		if (t) {
+			g = (struct weft_grant *)t;
+			g->arena = (uint16_t)w->index;
+		}
 	} else if (!(w && w->rt == rt) && n <= GRANT_INLINE_DEPS) {
 		g = cached_grant_new(rt);
-		if (!g)
-			return NULL;
-	} else {
+	}
+	if (!g) {
 		struct grant_box *b = malloc(sizeof(*b) + n * sizeof(struct weft_dep));
 		if (!b)
 			return NULL;
@@ -973,9 +978,10 @@ static void grant_target(struct weft_grant *g, uint8_t kind, void *p1, void *p2)
  * the components and, when they are granted at once, runs the callback or
  * function right away.
  * Requesting on the worker, when it is ready to run something, keeps
- * components free while requests sit in the injection queue; workers take
- * these tasks one at a time for that reason (take_injected in worker.c,
- * acquire_is_outside_request).
+ * components free while requests sit in the injection queue: a worker
+ * that pops a request (inject_item_is_request, or outside_task for the
+ * malloc'd kind: acquire_is_outside_request) takes it alone, never as the
+ * head of a batch (take_injected in worker.c).
  */
 static void outside_task(void *p)
 {
@@ -1012,6 +1018,8 @@ bool acquire_item_to_task(struct weft_worker *w, struct weft_inject_item *it)
 	uint8_t kind = (uint8_t)(it->aux >> 8);
 	struct weft_grant *g = grant_new(rt, n);
 	if (unlikely(!g)) {
+		/* Neither the arena nor malloc had room: the call returned 0
+		 * long ago, so say it the only way left. */
 		if (kind == G_CALLBACK)
 			((weft_acquire_fn)(uintptr_t)it->fn)(NULL, -ENOMEM, it->arg);
 		else

@@ -23,8 +23,9 @@ void acquire_fini(struct weft_rt *rt);
 bool acquire_cancel_stuck(struct weft_rt *rt);
 void acquire_stats(struct weft_rt *rt, struct weft_acquire_stats *out);
 /* Is fn the task that carries a request of a thread that is not a worker
- * (weft_acquire / weft_spawn_with from outside)?  Workers take such tasks
- * from the injection queues one at a time (take_injected). */
+ * with more deps than fit in an injection item (the rest travel in the
+ * item: inject_item_is_request)?  A worker that pops either kind first
+ * takes it alone (take_injected). */
 bool acquire_is_outside_request(void (*fn)(void *));
 struct weft_worker;
 struct weft_inject_item;
