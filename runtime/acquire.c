@@ -321,12 +321,25 @@ static void cached_grant_free(struct weft_grant *g)
 /* Link (or unlink) a malloc'd grant on the boxes list, under the lock. */
 static void boxes_edit(struct weft_rt *rt, struct grant_box *b, bool link);
 
+/* Out of line: the common grant_new stays small enough to inline. */
+static __attribute__((noinline)) struct weft_grant *grant_new_box(struct weft_rt *rt, unsigned n)
+{
+	struct grant_box *b = malloc(sizeof(*b) + n * sizeof(struct weft_dep));
+	if (!b)
+		return NULL;
+	boxes_edit(rt, b, true);
+	b->g.arena = NO_ARENA;
+	b->g.rt = rt;
+	b->g.n = (uint8_t)n;
+	return &b->g;
+}
+
+/* A frame or a cached grant when the deps fit; malloc otherwise, and also
+ * when those run out (a worker's arena cannot grow). */
 static struct weft_grant *grant_new(struct weft_rt *rt, unsigned n)
 {
 	struct weft_worker *w = weft_tls_worker;
 	struct weft_grant *g = NULL;
-	/* A frame or a cached grant when the deps fit; malloc otherwise, and
-	 * also when those run out (a worker's arena cannot grow). */
 	if (w && w->rt == rt && n <= GRANT_INLINE_DEPS) {
 		struct weft_task *t = arena_alloc(&w->arena);
 		if (t) {
@@ -336,14 +349,8 @@ static struct weft_grant *grant_new(struct weft_rt *rt, unsigned n)
 	} else if (!(w && w->rt == rt) && n <= GRANT_INLINE_DEPS) {
 		g = cached_grant_new(rt);
 	}
-	if (!g) {
-		struct grant_box *b = malloc(sizeof(*b) + n * sizeof(struct weft_dep));
-		if (!b)
-			return NULL;
-		boxes_edit(rt, b, true);
-		g = &b->g;
-		g->arena = NO_ARENA;
-	}
+	if (unlikely(!g))
+		return grant_new_box(rt, n);
 	g->rt = rt;
 	g->n = (uint8_t)n;
 	return g;
