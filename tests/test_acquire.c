@@ -74,6 +74,77 @@ Test(acquire, duplicates_merge_write_wins)
 	weft_destroy(rt);
 }
 
+/* ---- requests from a thread that is not a worker ---- */
+
+/* Up to 4 merged deps travel packed in the injection item, more in a
+ * malloc'd grant; either way the grant a callback sees must name exactly
+ * the merged deps, for the largest ids too. */
+struct outside_case {
+	struct weft_dep deps[8];
+	size_t n;
+	struct weft_dep want[8];
+	size_t nwant;
+	int seen; /* 1 once the callback checked it */
+};
+
+static uint64_t outside_done;
+
+static void outside_cb(struct weft_grant *g, int status, void *ctx)
+{
+	struct outside_case *c = ctx;
+	cr_assert_eq(status, 0);
+	size_t n;
+	const struct weft_dep *d = weft_grant_deps(g, &n);
+	cr_assert_eq(n, c->nwant);
+	for (size_t i = 0; i < n; i++) {
+		cr_assert_eq(d[i].comp, c->want[i].comp, "dep %zu of %zu", i, n);
+		cr_assert_eq(d[i].access, c->want[i].access, "dep %zu of %zu", i, n);
+	}
+	c->seen = 1;
+	weft_release(g);
+	__atomic_fetch_add(&outside_done, 1, __ATOMIC_RELEASE);
+}
+
+Test(acquire, outside_requests_carry_their_deps, .timeout = 30)
+{
+	/* An id above 16 bits (the table's words are a line each, so not the
+	 * largest allowed, 2^24 - 1: that table is 1 GiB). */
+	const uint32_t top = 70000;
+	struct weft_config cfg = { .workers = 2, .components = top + 1 };
+	cr_assert_eq(weft_create(&rt, &cfg), 0);
+	static struct outside_case cases[] = {
+		{ .n = 0, .nwant = 0 },
+		{ .deps = { { 7, WEFT_WRITE } }, .n = 1, .want = { { 7, WEFT_WRITE } }, .nwant = 1 },
+		/* unsorted, a duplicate where WRITE wins, the top id */
+		{ .deps = { { 70000, WEFT_READ }, { 5, WEFT_READ }, { 5, WEFT_WRITE }, { 0, WEFT_READ } },
+		  .n = 4,
+		  .want = { { 0, WEFT_READ }, { 5, WEFT_WRITE }, { 70000, WEFT_READ } },
+		  .nwant = 3 },
+		/* exactly 4 after merging, from 5 */
+		{ .deps = { { 40, WEFT_WRITE }, { 30, WEFT_READ }, { 20, WEFT_WRITE }, { 10, WEFT_READ }, { 30, WEFT_READ } },
+		  .n = 5,
+		  .want = { { 10, WEFT_READ }, { 20, WEFT_WRITE }, { 30, WEFT_READ }, { 40, WEFT_WRITE } },
+		  .nwant = 4 },
+		/* 6: the malloc'd kind */
+		{ .deps = { { 6, WEFT_READ }, { 5, WEFT_READ }, { 4, WEFT_WRITE }, { 3, WEFT_READ }, { 2, WEFT_WRITE }, { 1, WEFT_READ } },
+		  .n = 6,
+		  .want = { { 1, WEFT_READ }, { 2, WEFT_WRITE }, { 3, WEFT_READ }, { 4, WEFT_WRITE }, { 5, WEFT_READ }, { 6, WEFT_READ } },
+		  .nwant = 6 },
+	};
+	const size_t ncases = sizeof(cases) / sizeof(cases[0]);
+	outside_done = 0;
+	for (size_t i = 0; i < ncases; i++)
+		cr_assert_eq(weft_acquire(rt, cases[i].deps, cases[i].n, outside_cb, &cases[i]), 0);
+	/* A bad request still fails at once, on this thread. */
+	struct weft_dep bad = { top + 1, WEFT_READ };
+	cr_assert_eq(weft_acquire(rt, &bad, 1, outside_cb, NULL), -EINVAL);
+	while (__atomic_load_n(&outside_done, __ATOMIC_ACQUIRE) != ncases)
+		usleep(1000);
+	for (size_t i = 0; i < ncases; i++)
+		cr_assert_eq(cases[i].seen, 1, "case %zu", i);
+	weft_destroy(rt);
+}
+
 /* ---- the seed's scenario ---- */
 
 static uint64_t granted_at[2]; /* ns, 0 = not yet */
