@@ -69,6 +69,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "os.h"
 #include "rt.h"
@@ -1198,6 +1199,34 @@ static uint64_t name_hash(const char *s)
 	return h;
 }
 
+/* Double the names table (under the lock); it stays at most half full. */
+static int names_grow(struct weft_acquire *a)
+{
+	unsigned cap = a->name_cap * 2, mask = cap - 1;
+	char **names = calloc(cap, sizeof(*names));
+	uint32_t *ids = calloc(cap, sizeof(*ids));
+	if (!names || !ids) {
+		free(names);
+		free(ids);
+		return -ENOMEM;
+	}
+	for (unsigned i = 0; i < a->name_cap; i++) {
+		if (!a->names[i])
+			continue;
+		unsigned j = (unsigned)name_hash(a->names[i]) & mask;
+		while (names[j])
+			j = (j + 1) & mask;
+		names[j] = a->names[i];
+		ids[j] = a->name_ids[i];
+	}
+	free(a->names);
+	free(a->name_ids);
+	a->names = names;
+	a->name_ids = ids;
+	a->name_cap = cap;
+	return 0;
+}
+
 int weft_component(weft_rt *rt, const char *name)
 {
 	if (!rt || !rt->acq || !name)
@@ -1213,6 +1242,15 @@ int weft_component(weft_rt *rt, const char *name)
 			if (a->name_count == a->ncomp) {
 				r = -ENOSPC;
 				break;
+			}
+			if (2 * (a->name_count + 1) > a->name_cap) {
+				r = names_grow(a);
+				if (r < 0)
+					break;
+				/* Look again in the new table. */
+				mask = a->name_cap - 1;
+				i = (unsigned)name_hash(name) & mask;
+				continue;
 			}
 			char *copy = strdup(name);
 			if (!copy) {
@@ -1255,15 +1293,13 @@ int acquire_init(struct weft_rt *rt, const struct weft_config *cfg)
 	if (!a->give)
 		return -ENOMEM;
 	memset(a->give, 0, rt->nworkers * sizeof(*a->give));
-	if (posix_memalign((void **)&a->words, WEFT_CACHELINE, a->ncomp * sizeof(*a->words)) != 0) {
-		a->words = NULL;
+	/* A line per component, mapped zero and untouched: the largest table
+	 * (2^24 components, 1 GiB) costs only the pages of components in use. */
+	a->words = node_alloc(a->ncomp * sizeof(*a->words), -1);
+	if (!a->words)
 		return -ENOMEM;
-	}
-	memset(a->words, 0, a->ncomp * sizeof(*a->words));
 	a->want = calloc(a->ncomp, sizeof(*a->want));
-	a->name_cap = 16;
-	while (a->name_cap < 2 * a->ncomp)
-		a->name_cap *= 2;
+	a->name_cap = 16; /* doubled as names come (names_grow) */
 	a->names = calloc(a->name_cap, sizeof(*a->names));
 	a->name_ids = calloc(a->name_cap, sizeof(*a->name_ids));
 	if (!a->want || !a->names || !a->name_ids)
@@ -1340,7 +1376,22 @@ void acquire_fini(struct weft_rt *rt)
 		leaked++;
 	}
 	if (a->words) {
+		/* Pages of the table never touched are not resident and hold
+		 * only zeros (no holder): skip them, so a large table is not
+		 * faulted in just to be read (mincore fails only for a bad
+		 * range; then every page is read). */
+		const size_t page = 4096, per_page = page / sizeof(*a->words);
+		size_t npages = (a->ncomp + per_page - 1) / per_page;
+		unsigned char *res = malloc(npages);
+		if (res && mincore(a->words, npages * page, res) != 0) {
+			free(res);
+			res = NULL;
+		}
 		for (unsigned c = 0; c < a->ncomp; c++) {
+			if (res && !(res[c / per_page] & 1)) {
+				c = (unsigned)((c / per_page + 1) * per_page - 1);
+				continue;
+			}
 			uint64_t v = a->words[c].v;
 			uint32_t r = 0;
 			bool wr = false;
@@ -1353,6 +1404,7 @@ void acquire_fini(struct weft_rt *rt)
 			if (r || wr)
 				leaked++;
 		}
+		free(res);
 	}
 	if (leaked)
 		fprintf(stderr, "weft: weft_destroy: %u grant(s) or held component(s) were never released; freed\n",
@@ -1365,7 +1417,7 @@ void acquire_fini(struct weft_rt *rt)
 	free(a->names);
 	free(a->name_ids);
 	free(a->want);
-	free(a->words);
+	node_free(a->words, a->ncomp * sizeof(*a->words));
 	free(a);
 	rt->acq = NULL;
 }

@@ -83,16 +83,22 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define NIL UINT32_MAX
 #define M_READ 0u
 #define M_WRITE 1u
 #define INITIAL_SLOTS 64u
 #define MIN_DEPCAP 4u
 
-/* A list node is (request id, dep index): ids < 2^24, deps < 64. */
-#define NODE(id, i) (((id) << 6) | (i))
-#define NODE_ID(node) ((node) >> 6)
-#define NODE_DEP(node) ((node) & 63u)
+/* A list node is (request id, dep index) + 1: ids < 2^24, deps < 64, and 0
+ * is "no node".  So a component that nobody waits at is all zeros, and the
+ * table of components can come from calloc untouched: with the largest
+ * table (2^24 components) only the pages of components in use are ever
+ * written. */
+#define NIL 0u
+#define NODE(id, i) ((((id) << 6) | (i)) + 1)
+#define NODE_ID(node) (((node) - 1) >> 6)
+#define NODE_DEP(node) (((node) - 1) & 63u)
+/* The end of the free list of request slots (ids, where 0 is valid). */
+#define NO_SLOT UINT32_MAX
 
 /* Links of one dep of a request: its wait list and its reserved list. */
 struct slink {
@@ -597,14 +603,8 @@ int sched_create(struct sched **out, uint32_t ncomponents, uint32_t max_bypass, 
 		sched_destroy(s);
 		return -ENOMEM;
 	}
-	for (uint32_t c = 0; c < ncomponents; c++) {
-		struct scomp *k = &s->comp[c];
-
-		k->wait_head[0] = k->wait_head[1] = k->wait_tail[0] = k->wait_tail[1] = NIL;
-		k->res_head[0] = k->res_head[1] = k->res_tail[0] = k->res_tail[1] = NIL;
-	}
 	for (uint32_t i = 0; i < INITIAL_SLOTS; i++)
-		s->req[i].next_free = i + 1 < INITIAL_SLOTS ? i + 1 : NIL;
+		s->req[i].next_free = i + 1 < INITIAL_SLOTS ? i + 1 : NO_SLOT;
 	s->free_head = 0;
 	*out = s;
 	return 0;
@@ -689,7 +689,7 @@ int sched_req_alloc(struct sched *s, const struct weft_dep *deps, size_t n, void
 
 	if (m < 0)
 		return m;
-	if (s->free_head == NIL && grow(s) < 0)
+	if (s->free_head == NO_SLOT && grow(s) < 0)
 		return -ENOMEM;
 	id = s->free_head;
 	r = &s->req[id];

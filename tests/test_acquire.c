@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <weft.h>
@@ -354,6 +355,31 @@ Test(acquire, names)
 	cr_assert_neq(a, b);
 	cr_assert_eq(weft_component(rt, "transform"), a, "the same name gives the same id");
 	cr_assert_lt(a, 128);
+	weft_destroy(rt);
+}
+
+/* The names table grows as names come (it starts at 16 slots): every name
+ * keeps its id through the growth, ids are distinct, and the table is full
+ * exactly when every id is named. */
+Test(acquire, names_fill_the_table)
+{
+	struct weft_config cfg = { .workers = 1, .components = 300 };
+	cr_assert_eq(weft_create(&rt, &cfg), 0);
+	static int id[300];
+	static bool used[300];
+	char name[32];
+	for (int i = 0; i < 300; i++) {
+		snprintf(name, sizeof name, "component-%d", i);
+		id[i] = weft_component(rt, name);
+		cr_assert(id[i] >= 0 && id[i] < 300, "name %d got %d", i, id[i]);
+		cr_assert_not(used[id[i]], "id %d handed out twice", id[i]);
+		used[id[i]] = true;
+	}
+	for (int i = 0; i < 300; i++) {
+		snprintf(name, sizeof name, "component-%d", i);
+		cr_assert_eq(weft_component(rt, name), id[i], "name %d moved", i);
+	}
+	cr_assert_eq(weft_component(rt, "one too many"), -ENOSPC);
 	weft_destroy(rt);
 }
 
