@@ -666,9 +666,9 @@ int sched_merge_deps(const struct weft_dep *deps, size_t n, uint32_t ncomponents
 	if (n > WEFT_MAX_DEPS)
 		return -E2BIG;
 	/* Already merged (sorted, distinct, valid: what acquire.c hands the
-	 * core, and what most callers pass): copied as it is checked.  This
-	 * and the sort out of line took the outside-submit path from 97 to
-	 * about 30 instructions here. */
+	 * core, and what most callers pass): copied as it is checked.  With
+	 * the sort out of line this needs no stack frame: 47 instructions
+	 * for two deps, from 72. */
 	uint32_t prev = 0;
 	for (size_t k = 0; k < n; k++) {
 		uint32_t c = deps[k].comp, a = deps[k].access;
