@@ -477,6 +477,20 @@ static void job_with_grant(struct weft_grant *g, int status, void *ctx)
 	weft_release(g);
 }
 
+/* Submit jobs[0..n) from this thread: every `acquire_every`-th through
+ * weft_acquire (a callback that releases), the rest through
+ * weft_spawn_with, with at most about `window` unfinished at a time. */
+static void submit_jobs(struct job *jobs, long n, long acquire_every, long window)
+{
+	for (long i = 0; i < n; i++) {
+		int r = (i % acquire_every == 0) ? weft_acquire(rt, jobs[i].deps, jobs[i].n, job_with_grant, &jobs[i])
+						 : weft_spawn_with(rt, jobs[i].deps, jobs[i].n, job_run, &jobs[i]);
+		cr_assert_eq(r, 0);
+		while ((long)__atomic_load_n(&stress_done, __ATOMIC_ACQUIRE) < i - window)
+			sched_yield();
+	}
+}
+
 /* After a stress run: log the scheduler's counters; every request was
  * granted once, no wakeup was spurious, no request was overtaken more
  * than the default bypass budget. */
@@ -522,14 +536,7 @@ Test(acquire, stress_shadow_state, .timeout = 120)
 	stress_done = 0;
 	struct watchdog wd;
 	watchdog_start(&wd, &stress_done, 20, "acquire stress");
-	for (long i = 0; i < n; i++) {
-		int r = (i % 3 == 0) ? weft_acquire(rt, jobs[i].deps, jobs[i].n, job_with_grant, &jobs[i])
-				     : weft_spawn_with(rt, jobs[i].deps, jobs[i].n, job_run, &jobs[i]);
-		cr_assert_eq(r, 0);
-		/* Keep at most ~1024 in flight. */
-		while ((long)__atomic_load_n(&stress_done, __ATOMIC_ACQUIRE) < i - 1024)
-			sched_yield();
-	}
+	submit_jobs(jobs, n, 3, 1024);
 	while (__atomic_load_n(&stress_done, __ATOMIC_ACQUIRE) != (uint64_t)n)
 		usleep(1000);
 	watchdog_stop(&wd);
@@ -607,13 +614,7 @@ Test(acquire, posted_releases_from_many_threads, .timeout = 120)
 		rel[t] = (struct releaser){ .seed = 1000u + (uint64_t)t, .iters = per };
 		pthread_create(&rel[t].th, NULL, outside_releaser, &rel[t]);
 	}
-	for (long i = 0; i < n; i++) {
-		int r = (i % 2 == 0) ? weft_acquire(rt, jobs[i].deps, jobs[i].n, job_with_grant, &jobs[i])
-				     : weft_spawn_with(rt, jobs[i].deps, jobs[i].n, job_run, &jobs[i]);
-		cr_assert_eq(r, 0);
-		while ((long)__atomic_load_n(&stress_done, __ATOMIC_ACQUIRE) < i - 512)
-			sched_yield();
-	}
+	submit_jobs(jobs, n, 2, 512);
 	for (int t = 0; t < T; t++)
 		pthread_join(rel[t].th, NULL);
 	uint64_t total = (uint64_t)n + (uint64_t)T * (uint64_t)per;
