@@ -1024,7 +1024,18 @@ bool acquire_item_to_task(struct weft_worker *w, struct weft_inject_item *it)
 	struct weft_rt *rt = w->rt;
 	unsigned n = (unsigned)(it->aux & 0xff);
 	uint8_t kind = (uint8_t)(it->aux >> 8);
-	struct weft_grant *g = grant_new(rt, n);
+	/* grant_new's worker case, without its tests: we are w, and the deps
+	 * fit a frame. */
+	struct weft_task *t = arena_alloc(&w->arena);
+	struct weft_grant *g;
+	if (likely(t)) {
+		g = (struct weft_grant *)t;
+		g->arena = (uint16_t)w->index;
+		g->rt = rt;
+		g->n = (uint8_t)n;
+	} else {
+		g = grant_new_box(rt, n);
+	}
 	if (unlikely(!g)) {
 		/* Neither the arena nor malloc had room: the call returned 0
 		 * long ago, so say it the only way left. */
@@ -1035,8 +1046,8 @@ bool acquire_item_to_task(struct weft_worker *w, struct weft_inject_item *it)
 		return false;
 	}
 	for (unsigned i = 0; i < n; i++) {
-		g->deps[i].comp = it->req[i] & ((1u << REQ_ACCESS_SHIFT) - 1);
-		g->deps[i].access = it->req[i] >> REQ_ACCESS_SHIFT;
+		uint32_t v = it->req[i];
+		g->deps[i] = (struct weft_dep){ v & ((1u << REQ_ACCESS_SHIFT) - 1), v >> REQ_ACCESS_SHIFT };
 	}
 	grant_target(g, kind, (void *)(uintptr_t)it->fn, it->arg);
 	it->fn = outside_task;
