@@ -70,6 +70,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "os.h"
 #include "rt.h"
@@ -1391,7 +1392,8 @@ void acquire_fini(struct weft_rt *rt)
 		 * only zeros (no holder): skip them, so a large table is not
 		 * faulted in just to be read (mincore fails only for a bad
 		 * range; then every page is read). */
-		const size_t page = 4096, per_page = page / sizeof(*a->words);
+		long psz = sysconf(_SC_PAGESIZE);
+		const size_t page = psz > 0 ? (size_t)psz : 4096, per_page = page / sizeof(*a->words);
 		size_t npages = (a->ncomp + per_page - 1) / per_page;
 		unsigned char *res = malloc(npages);
 		if (res && mincore(a->words, npages * page, res) != 0) {
