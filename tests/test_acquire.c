@@ -383,6 +383,57 @@ Test(acquire, names_fill_the_table)
 	weft_destroy(rt);
 }
 
+/* ---- grants never released ---- */
+
+static struct weft_grant *kept_grant;
+
+static void keep_grant(struct weft_grant *g, int status, void *ctx)
+{
+	(void)ctx;
+	cr_assert_eq(status, 0);
+	__atomic_store_n(&kept_grant, g, __ATOMIC_RELEASE);
+}
+
+/* weft_destroy reports what callers still hold and frees it: a grant of
+ * this thread (try_acquire) and one a callback kept, on a table large
+ * enough that the report must find components on pages far apart (the
+ * scan skips pages never touched). */
+Test(acquire, destroy_reports_unreleased_grants, .timeout = 30)
+{
+	const uint32_t ncomp = 1u << 20;
+	struct weft_config cfg = { .workers = 1, .components = ncomp };
+	cr_assert_eq(weft_create(&rt, &cfg), 0);
+	struct weft_dep mine[2] = { R(5), W(ncomp - 3) };
+	struct weft_grant *g;
+	cr_assert_eq(weft_try_acquire(rt, mine, 2, &g), 0);
+	struct weft_dep theirs = W(7);
+	kept_grant = NULL;
+	cr_assert_eq(weft_acquire(rt, &theirs, 1, keep_grant, NULL), 0);
+	while (!__atomic_load_n(&kept_grant, __ATOMIC_ACQUIRE))
+		usleep(100);
+
+	/* Catch what weft_destroy writes on stderr. */
+	fflush(stderr);
+	FILE *out = tmpfile();
+	cr_assert_not_null(out);
+	int saved = dup(2);
+	cr_assert_geq(saved, 0);
+	cr_assert_geq(dup2(fileno(out), 2), 0);
+	weft_destroy(rt);
+	fflush(stderr);
+	dup2(saved, 2);
+	close(saved);
+	char text[1024] = { 0 };
+	rewind(out);
+	size_t len = fread(text, 1, sizeof(text) - 1, out);
+	fclose(out);
+	cr_assert_gt(len, 0, "weft_destroy said nothing");
+	/* The three components still held (5, ncomp - 3, 7), and the
+	 * thread's grant itself. */
+	cr_assert_not_null(strstr(text, "3 grant(s) or held component(s) were never released"), "%s", text);
+	cr_assert_not_null(strstr(text, "1 grant(s) of a thread were never released"), "%s", text);
+}
+
 /* ---- cancellation at weft_destroy ---- */
 
 static int cancelled_calls, granted_calls;
