@@ -336,21 +336,31 @@ static __attribute__((noinline)) struct weft_grant *grant_new_box(struct weft_rt
 	return &b->g;
 }
 
+/* A grant of n <= GRANT_INLINE_DEPS deps in a frame of worker w's arena,
+ * or malloc'd when the arena has none (it cannot grow). */
+static struct weft_grant *grant_new_on_worker(struct weft_worker *w, unsigned n)
+{
+	struct weft_task *t = arena_alloc(&w->arena);
+	if (unlikely(!t))
+		return grant_new_box(w->rt, n);
+	struct weft_grant *g = (struct weft_grant *)t;
+	g->arena = (uint16_t)w->index;
+	g->rt = w->rt;
+	g->n = (uint8_t)n;
+	return g;
+}
+
 /* A frame or a cached grant when the deps fit; malloc otherwise, and also
- * when those run out (a worker's arena cannot grow). */
+ * when those run out. */
 static struct weft_grant *grant_new(struct weft_rt *rt, unsigned n)
 {
 	struct weft_worker *w = weft_tls_worker;
-	struct weft_grant *g = NULL;
-	if (w && w->rt == rt && n <= GRANT_INLINE_DEPS) {
-		struct weft_task *t = arena_alloc(&w->arena);
-		if (t) {
-			g = (struct weft_grant *)t;
-			g->arena = (uint16_t)w->index;
-		}
-	} else if (!(w && w->rt == rt) && n <= GRANT_INLINE_DEPS) {
-		g = cached_grant_new(rt);
-	}
+	bool mine = w && w->rt == rt;
+	if (n > GRANT_INLINE_DEPS)
+		return grant_new_box(rt, n);
+	if (mine)
+		return grant_new_on_worker(w, n);
+	struct weft_grant *g = cached_grant_new(rt);
 	if (unlikely(!g))
 		return grant_new_box(rt, n);
 	g->rt = rt;
@@ -935,12 +945,19 @@ static bool grant_fast_patient(struct weft_rt *rt, struct weft_grant *g)
 	return true;
 }
 
-static int grant_prepare(struct weft_rt *rt, const struct weft_dep *deps, size_t n, struct weft_grant **out)
+/* Check and merge a request's deps into merged[WEFT_MAX_DEPS]: how many,
+ * or -errno (nothing changed). */
+static int merge_request(struct weft_rt *rt, const struct weft_dep *deps, size_t n, struct weft_dep *merged)
 {
 	if (!rt || !rt->acq)
 		return -EINVAL;
+	return sched_merge_deps(deps, n, rt->acq->ncomp, merged);
+}
+
+static int grant_prepare(struct weft_rt *rt, const struct weft_dep *deps, size_t n, struct weft_grant **out)
+{
 	struct weft_dep merged[WEFT_MAX_DEPS];
-	int m = sched_merge_deps(deps, n, rt->acq->ncomp, merged);
+	int m = merge_request(rt, deps, n, merged);
 	if (m < 0)
 		return m;
 	return grant_with(rt, merged, (unsigned)m, out);
@@ -1022,21 +1039,10 @@ _Static_assert(GRANT_INLINE_DEPS <= sizeof(((struct weft_inject_item *)0)->req) 
 
 bool acquire_item_to_task(struct weft_worker *w, struct weft_inject_item *it)
 {
-	struct weft_rt *rt = w->rt;
 	unsigned n = (unsigned)(it->aux & 0xff);
 	uint8_t kind = (uint8_t)(it->aux >> 8);
-	/* grant_new's worker case, without its tests: we are w, and the deps
-	 * fit a frame. */
-	struct weft_task *t = arena_alloc(&w->arena);
-	struct weft_grant *g;
-	if (likely(t)) {
-		g = (struct weft_grant *)t;
-		g->arena = (uint16_t)w->index;
-		g->rt = rt;
-		g->n = (uint8_t)n;
-	} else {
-		g = grant_new_box(rt, n);
-	}
+	/* We are w, and the deps fit a frame. */
+	struct weft_grant *g = grant_new_on_worker(w, n);
 	if (unlikely(!g)) {
 		/* Neither the arena nor malloc had room: the call returned 0
 		 * long ago, so say it the only way left. */
@@ -1071,10 +1077,8 @@ static int submit_any(struct weft_rt *rt, const struct weft_dep *deps, size_t n,
 	/* From outside: merged and checked here, so a failed call changes
 	 * nothing; the deps travel in the injection item (acquire_item_to_task
 	 * makes the grant on the worker) unless there are too many. */
-	if (!rt->acq)
-		return -EINVAL;
 	struct weft_dep merged[WEFT_MAX_DEPS];
-	int m = sched_merge_deps(deps, n, rt->acq->ncomp, merged);
+	int m = merge_request(rt, deps, n, merged);
 	if (m < 0)
 		return m;
 	if (m <= GRANT_INLINE_DEPS) {
