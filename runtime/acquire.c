@@ -288,6 +288,10 @@ struct weft_acquire {
 	uint64_t waits, wakeups, spurious, cancelled;
 	/* Counted with relaxed RMWs: from threads that are not workers. */
 	uint64_t grants_fast_outside;
+	/* Dispatches in flight that rt_try_exit cannot see: those of threads
+	 * that are not workers, and the cancels of acquire_cancel_stuck.
+	 * Raised under `lock`, lowered once the tasks are queued. */
+	uint32_t dispatching WEFT_ALIGNED;
 };
 
 static void cached_grant_free(struct weft_grant *g)
@@ -755,8 +759,18 @@ static void core_lock(struct weft_acquire *a, struct core_ctx *cx)
 static struct weft_grant *core_unlock(struct weft_rt *rt, struct core_ctx *cx, bool keep)
 {
 	struct weft_acquire *a = rt->acq;
+	struct weft_worker *w = weft_tls_worker;
+	bool outside = !(w && w->rt == rt), counted = false;
 	for (;;) {
 		drain_posts(a, cx);
+		/* A thread that is not a worker is invisible to shutdown's "every
+		 * worker parked, no task queued" while it dispatches what it
+		 * granted: count it, under the lock, so acquire_cancel_stuck
+		 * waits for it (relaxed: the unlock below publishes it). */
+		if (outside && !counted && cx->out.total) {
+			fetch_add_relaxed(&a->dispatching, 1);
+			counted = true;
+		}
 		/* seq_cst: against release_grant's push and try (see above);
 		 * also the release of our critical section for the next
 		 * holder's acquire. */
@@ -789,6 +803,11 @@ static struct weft_grant *core_unlock(struct weft_rt *rt, struct core_ctx *cx, b
 		}
 	}
 	dispatch_all(rt, &cx->out);
+	if (counted) {
+		/* release: our tasks are queued before acquire_cancel_stuck's
+		 * load_acquire sees the count drop. */
+		fetch_sub_release(&a->dispatching, 1);
+	}
 	return kept;
 }
 
@@ -1328,8 +1347,27 @@ bool acquire_cancel_stuck(struct weft_rt *rt)
 	struct weft_acquire *a = rt->acq;
 	struct core_ctx cx = CORE_CTX_INIT;
 	struct weft_grant *cancelled[64];
-	unsigned ncancelled = 0;
-	core_lock(a, &cx);
+	unsigned ncancelled = 0, made = 0;
+	/*
+	 * A dispatch still in flight (an outside thread's release granted a
+	 * waiter, or a concurrent caller of ours cancelled some) is work that
+	 * rt_try_exit's look at the queues may have missed: wait until it is
+	 * queued.  It is short (no locks, no user code), and once it is done
+	 * the tasks are visible to rt_try_exit's second look.
+	 */
+	for (;;) {
+		/* acquire: pairs with the fetch_sub_release after a dispatch
+		 * (core_unlock, below): its tasks are queued before we see 0. */
+		while (load_acquire(&a->dispatching) != 0)
+			sched_yield();
+		core_lock(a, &cx);
+		/* Raised under the lock: one that started since is seen here. */
+		if (load_relaxed(&a->dispatching) == 0)
+			break;
+		core_unlock(rt, &cx, false);
+		made += cx.out.total;
+		cx = (struct core_ctx)CORE_CTX_INIT;
+	}
 	int id;
 	/* Releases applied just now (posted ones) may have made work: then
 	 * nothing is stuck yet. */
@@ -1345,10 +1383,22 @@ bool acquire_cancel_stuck(struct weft_rt *rt)
 		for (unsigned k = 0; k < g->n; k++)
 			maybe_export(a, g->deps[k].comp);
 	}
-	unsigned made = cx.out.total;
+	made += cx.out.total;
+	/* Our cancels are a dispatch too (relaxed: the unlock publishes it). */
+	if (ncancelled)
+		fetch_add_relaxed(&a->dispatching, 1);
 	core_unlock(rt, &cx, false);
-	for (unsigned i = 0; i < ncancelled; i++)
-		dispatch_cancel(rt, cancelled[i]);
+	if (ncancelled) {
+		for (unsigned i = 0; i < ncancelled; i++)
+			dispatch_cancel(rt, cancelled[i]);
+		/* On a worker the callbacks went to the private end of its
+		 * deque, where another caller's rt_any_queued cannot see them. */
+		struct weft_worker *w = weft_tls_worker;
+		if (w && w->rt == rt)
+			deque_share_all(&w->deque);
+		/* release: pairs with the load_acquire above in another caller. */
+		fetch_sub_release(&a->dispatching, 1);
+	}
 	return ncancelled > 0 || made > 0;
 }
 

@@ -21,7 +21,13 @@
  *                           moves the state with a CAS and wakes everyone.
  *                           Component requests still waiting then can never
  *                           be granted: they are cancelled first, and their
- *                           callbacks are tasks like any other.
+ *                           callbacks are tasks like any other.  Two callers
+ *                           can race here, and a thread that is not a worker
+ *                           can be dispatching what its release granted:
+ *                           such dispatches are counted (acquire.c,
+ *                           `dispatching`), the caller waits for them and
+ *                           looks at the queues and the parked count again
+ *                           before it decides.
  *   The check "all parked" and the move to QUIESCED are both seq_cst, so
  *   the last parker and weft_destroy cannot both miss the condition.
  *   The store of DRAINING and the reads of the active flags are separated
@@ -337,6 +343,12 @@ bool rt_try_exit(struct weft_rt *rt)
 	/* Requests still waiting now can never be granted: cancel them.
 	 * Their callbacks are new tasks, so we are not done yet. */
 	if (rt->acq && acquire_cancel_stuck(rt))
+		return false;
+	/* acquire_cancel_stuck waited for dispatches in flight (an outside
+	 * release's grants, a concurrent caller's cancels): what they queued
+	 * after our first look is visible now, and a worker they woke no
+	 * longer counts as parked. */
+	if (rt_any_queued(rt) || load_seq_cst(&rt->nparked_main) != rt->nworkers)
 		return false;
 	uint32_t expected = RT_QUIESCED;
 	/* seq_cst: one winner; pairs with the workers' loads of state. */
