@@ -422,16 +422,16 @@ static void grant_task(void *p)
 	}
 }
 
-struct cancelled_cb {
-	weft_acquire_fn cb;
-	void *ctx;
-};
-
+/* A cancelled weft_acquire: the grant itself carries the callback to a
+ * worker (no allocation that could fail, so no callback runs inline while
+ * acquire_cancel_stuck counts its dispatch). */
 static void cancelled_task(void *p)
 {
-	struct cancelled_cb c = *(struct cancelled_cb *)p;
-	free(p);
-	c.cb(NULL, -ECANCELED, c.ctx);
+	struct weft_grant *g = p;
+	weft_acquire_fn cb = g->u.cb.cb;
+	void *ctx = g->u.cb.ctx;
+	grant_free(g);
+	cb(NULL, -ECANCELED, ctx);
 }
 
 /* Run something on a worker, from any thread, also while draining. */
@@ -475,14 +475,8 @@ static void dispatch_cancel(struct weft_rt *rt, struct weft_grant *g)
 		return;
 	}
 	if (g->kind == G_CALLBACK) {
-		struct cancelled_cb *c = malloc(sizeof(*c));
-		if (c) {
-			c->cb = g->u.cb.cb;
-			c->ctx = g->u.cb.ctx;
-			spawn_internal(rt, cancelled_task, c);
-		} else {
-			g->u.cb.cb(NULL, -ECANCELED, g->u.cb.ctx);
-		}
+		spawn_internal(rt, cancelled_task, g); /* frees g */
+		return;
 	}
 	/* A weft_spawn_with request that never got its components: its
 	 * function does not run. */
@@ -1352,21 +1346,32 @@ bool acquire_cancel_stuck(struct weft_rt *rt)
 	 * A dispatch still in flight (an outside thread's release granted a
 	 * waiter, or a concurrent caller of ours cancelled some) is work that
 	 * rt_try_exit's look at the queues may have missed: wait until it is
-	 * queued.  It is short (no locks, no user code), and once it is done
-	 * the tasks are visible to rt_try_exit's second look.
+	 * queued.  It is short: it waits for nothing and runs no user code
+	 * (grant_free may take the lock, which we do not hold while we wait).
+	 * What we dispatch ourselves is counted the same way, from under the
+	 * lock until it is queued: grants that posted releases make when we
+	 * apply them, and our cancels.  Our caller may be a worker that still
+	 * counts as parked, invisible to another caller's checks.
 	 */
 	for (;;) {
 		/* acquire: pairs with the fetch_sub_release after a dispatch
-		 * (core_unlock, below): its tasks are queued before we see 0. */
+		 * (core_unlock, or below): its tasks are queued before we see 0. */
 		while (load_acquire(&a->dispatching) != 0)
 			sched_yield();
 		core_lock(a, &cx);
-		/* Raised under the lock: one that started since is seen here. */
-		if (load_relaxed(&a->dispatching) == 0)
+		/* acquire: as above, for a dispatch that began and ended between
+		 * the loop above and our lock (one that began is seen: it is
+		 * raised under the lock). */
+		bool busy = load_acquire(&a->dispatching) != 0;
+		/* relaxed: under the lock; the unlock publishes it. */
+		fetch_add_relaxed(&a->dispatching, 1);
+		if (!busy)
 			break;
 		core_unlock(rt, &cx, false);
 		made += cx.out.total;
 		cx = (struct core_ctx)CORE_CTX_INIT;
+		/* release: pairs with the load_acquire above in another caller. */
+		fetch_sub_release(&a->dispatching, 1);
 	}
 	int id;
 	/* Releases applied just now (posted ones) may have made work: then
@@ -1384,21 +1389,17 @@ bool acquire_cancel_stuck(struct weft_rt *rt)
 			maybe_export(a, g->deps[k].comp);
 	}
 	made += cx.out.total;
-	/* Our cancels are a dispatch too (relaxed: the unlock publishes it). */
-	if (ncancelled)
-		fetch_add_relaxed(&a->dispatching, 1);
 	core_unlock(rt, &cx, false);
-	if (ncancelled) {
-		for (unsigned i = 0; i < ncancelled; i++)
-			dispatch_cancel(rt, cancelled[i]);
-		/* On a worker the callbacks went to the private end of its
-		 * deque, where another caller's rt_any_queued cannot see them. */
-		struct weft_worker *w = weft_tls_worker;
-		if (w && w->rt == rt)
-			deque_share_all(&w->deque);
-		/* release: pairs with the load_acquire above in another caller. */
-		fetch_sub_release(&a->dispatching, 1);
-	}
+	for (unsigned i = 0; i < ncancelled; i++)
+		dispatch_cancel(rt, cancelled[i]);
+	/* On a worker the callbacks went to the private end of its deque,
+	 * where another caller's rt_any_queued cannot see them (dispatch_all
+	 * already shared what core_unlock queued). */
+	struct weft_worker *w = weft_tls_worker;
+	if (ncancelled && w && w->rt == rt)
+		deque_share_all(&w->deque);
+	/* release: pairs with the load_acquires above in another caller. */
+	fetch_sub_release(&a->dispatching, 1);
 	return ncancelled > 0 || made > 0;
 }
 

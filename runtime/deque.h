@@ -213,4 +213,13 @@ static inline bool deque_public_nonempty(const struct weft_deque *d)
 	return load_relaxed(&d->top) < load_relaxed(&d->split);
 }
 
+/* The same for shutdown's check (rt_try_exit): an empty answer also shows
+ * whatever the taker did before it took the last item.  acquire: pairs
+ * with the thieves' CAS on top and the owner's release stores and
+ * exchange of split. */
+static inline bool deque_public_nonempty_acquire(const struct weft_deque *d)
+{
+	return load_acquire(&d->top) < load_acquire(&d->split);
+}
+
 #endif

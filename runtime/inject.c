@@ -274,7 +274,9 @@ static unsigned overflow_pop(struct weft_inject *q, struct weft_inject_item *out
 		uint64_t left = load_relaxed(&q->overflow) - n;
 		if (left)
 			store_relaxed(&q->ov_stamp, q->ov_head->stamp[q->ov_head->first]);
-		store_relaxed(&q->overflow, left);
+		/* release: shutdown's inject_nonempty_seq_cst, seeing the
+		 * overflow empty, also sees what we did before taking it. */
+		store_release(&q->overflow, left);
 	}
 	pthread_mutex_unlock(&q->ov_lock);
 	return n;

@@ -27,7 +27,10 @@
  *                           such dispatches are counted (acquire.c,
  *                           `dispatching`), the caller waits for them and
  *                           looks at the queues and the parked count again
- *                           before it decides.
+ *                           before it decides.  A cancel that queues no task
+ *                           (a dropped weft_spawn_with, a woken
+ *                           weft_acquire_wait) makes the caller look again
+ *                           at once: nobody else would.
  *   The check "all parked" and the move to QUIESCED are both seq_cst, so
  *   the last parker and weft_destroy cannot both miss the condition.
  *   The store of DRAINING and the reads of the active flags are separated
@@ -327,27 +330,33 @@ static bool rt_any_queued(struct weft_rt *rt)
 		if (inject_nonempty_seq_cst(&rt->nodes[n]->shared) || inject_nonempty_seq_cst(&rt->nodes[n]->affine))
 			return true;
 	for (unsigned i = 0; i < rt->nworkers; i++)
-		if (deque_public_nonempty(&rt->workers[i]->deque))
+		if (deque_public_nonempty_acquire(&rt->workers[i]->deque))
 			return true;
 	return false;
 }
 
 bool rt_try_exit(struct weft_rt *rt)
 {
-	/* I/O first: a completion queues its callback task before it stops
-	 * counting as in flight, so this order cannot miss both. */
-	if (io_busy(rt))
-		return false;
-	if (rt_any_queued(rt))
-		return false;
-	/* Requests still waiting now can never be granted: cancel them.
-	 * Their callbacks are new tasks, so we are not done yet. */
-	if (rt->acq && acquire_cancel_stuck(rt))
-		return false;
+	for (;;) {
+		/* I/O first: a completion queues its callback task before it
+		 * stops counting as in flight, so this order cannot miss both. */
+		if (io_busy(rt))
+			return false;
+		if (rt_any_queued(rt))
+			return false;
+		/* Requests still waiting now can never be granted: cancel them.
+		 * A callback becomes a task (seen by the next round's look at
+		 * the queues); a weft_spawn_with request is dropped and a
+		 * blocked weft_acquire_wait woken, which queue nothing: look
+		 * again rather than leave it to a wakeup that never comes. */
+		if (!rt->acq || !acquire_cancel_stuck(rt))
+			break;
+	}
 	/* acquire_cancel_stuck waited for dispatches in flight (an outside
 	 * release's grants, a concurrent caller's cancels): what they queued
 	 * after our first look is visible now, and a worker they woke no
-	 * longer counts as parked. */
+	 * longer counts as parked (the acquire loads of rt_any_queued show
+	 * what a worker that took such a task did before). */
 	if (rt_any_queued(rt) || load_seq_cst(&rt->nparked_main) != rt->nworkers)
 		return false;
 	uint32_t expected = RT_QUIESCED;

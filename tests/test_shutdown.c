@@ -1,0 +1,183 @@
+/*
+ * test_shutdown.c: weft_destroy racing random work.  Each round submits a
+ * random mix from this thread (weft_spawn, weft_acquire, weft_spawn_with,
+ * tasks that fork-join) whose tasks and callbacks submit more from the
+ * workers, sleeps 0-300 us and destroys the runtime while all of it is
+ * still under way.  Half the rounds also hold a component forever, so
+ * requests on it are stuck and must be cancelled.  Every accepted
+ * submission must finish exactly once: a task runs, a callback is called
+ * (granted, or -ECANCELED only when something is stuck), a weft_spawn_with
+ * runs unless its component is stuck.  Shutdown races found this way:
+ * cancelled callbacks lost to a concurrent exit, and weft_destroy waiting
+ * forever after dropping a stuck weft_spawn_with.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+#include <weft.h>
+
+#include "testutil.h"
+
+static weft_rt *rt;
+
+/* What was accepted and what finished, in this round. */
+static long accepted_tasks, ran_tasks;
+static long accepted_acquires, granted, cancelled;
+static long accepted_with, ran_with;
+static long errors;
+
+static void bump(long *c)
+{
+	__atomic_fetch_add(c, 1, __ATOMIC_RELAXED);
+}
+
+static long get(const long *c)
+{
+	return __atomic_load_n(c, __ATOMIC_RELAXED);
+}
+
+/* Per thread: the workers draw too. */
+static __thread unsigned rng_state;
+
+static unsigned rnd(void)
+{
+	rng_state = rng_state * 1103515245u + 12345u;
+	return rng_state >> 8;
+}
+
+static void submit_some(long depth);
+
+static void task_fn(void *arg)
+{
+	bump(&ran_tasks);
+	if ((long)arg > 0)
+		submit_some((long)arg - 1);
+}
+
+static void with_fn(void *arg)
+{
+	bump(&ran_with);
+	if ((long)arg > 0)
+		submit_some((long)arg - 1);
+}
+
+static void acquired(struct weft_grant *g, int status, void *ctx)
+{
+	if (status == 0 && g) {
+		bump(&granted);
+		weft_release(g);
+		if ((long)ctx > 0)
+			submit_some((long)ctx - 1);
+	} else if (status == -ECANCELED && !g) {
+		bump(&cancelled);
+	} else {
+		bump(&errors);
+	}
+}
+
+static void fork_join(void *arg)
+{
+	bump(&ran_tasks);
+	long depth = (long)arg;
+	struct weft_group g;
+	weft_group_init(&g);
+	for (int i = 0; i < 3; i++)
+		if (weft_group_spawn(rt, &g, task_fn, (void *)(depth > 0 ? depth - 1 : 0)) == 0)
+			bump(&accepted_tasks);
+	weft_group_wait(rt, &g);
+}
+
+static void submit_some(long depth)
+{
+	unsigned k = rnd() % 4 + 1;
+	for (unsigned i = 0; i < k; i++) {
+		struct weft_dep deps[3];
+		unsigned n = rnd() % 4;
+		for (unsigned j = 0; j < n; j++) {
+			deps[j].comp = rnd() % 8;
+			deps[j].access = rnd() % 3 ? WEFT_READ : WEFT_WRITE;
+		}
+		int r;
+		switch (rnd() % 4) {
+		case 0:
+			r = weft_spawn(rt, task_fn, (void *)depth);
+			if (r == 0)
+				bump(&accepted_tasks);
+			break;
+		case 1:
+			r = weft_acquire(rt, deps, n, acquired, (void *)depth);
+			if (r == 0)
+				bump(&accepted_acquires);
+			break;
+		case 2:
+			r = weft_spawn_with(rt, deps, n, with_fn, (void *)depth);
+			if (r == 0)
+				bump(&accepted_with);
+			break;
+		default:
+			r = weft_spawn(rt, fork_join, (void *)depth);
+			if (r == 0)
+				bump(&accepted_tasks);
+			break;
+		}
+		/* Workers may submit until the end; this thread submits before
+		 * weft_destroy. */
+		if (r != 0)
+			bump(&errors);
+	}
+}
+
+/* weft_destroy, with its report of the component held on purpose sent to
+ * /dev/null. */
+static void destroy_quietly(void)
+{
+	fflush(stderr);
+	int saved = dup(2);
+	int null = open("/dev/null", O_WRONLY);
+	cr_assert(saved >= 0 && null >= 0);
+	cr_assert_geq(dup2(null, 2), 0);
+	close(null);
+	weft_destroy(rt);
+	fflush(stderr);
+	dup2(saved, 2);
+	close(saved);
+}
+
+Test(shutdown, random_work_races_destroy, .timeout = 120)
+{
+	rng_state = 12345;
+	long rounds = scaled(2000) < 200 ? 200 : scaled(2000);
+	for (long round = 0; round < rounds; round++) {
+		struct weft_config cfg = { .workers = 1 + rnd() % 3, .components = 16 };
+		cr_assert_eq(weft_create(&rt, &cfg), 0);
+		accepted_tasks = ran_tasks = accepted_acquires = granted = cancelled = 0;
+		accepted_with = ran_with = errors = 0;
+		struct weft_grant *held = NULL;
+		struct weft_dep stuck = { 3, WEFT_WRITE };
+		if (rnd() % 2)
+			cr_assert_eq(weft_try_acquire(rt, &stuck, 1, &held), 0);
+		unsigned batches = rnd() % 40;
+		for (unsigned i = 0; i < batches; i++)
+			submit_some(rnd() % 4);
+		unsigned pause = rnd() % 400;
+		if (pause < 300)
+			usleep(pause);
+		destroy_quietly();
+
+		cr_assert_eq(get(&errors), 0, "round %ld: a call failed or a callback got a wrong status", round);
+		cr_assert_eq(get(&ran_tasks), get(&accepted_tasks), "round %ld: %ld of %ld tasks ran", round,
+			     get(&ran_tasks), get(&accepted_tasks));
+		cr_assert_eq(get(&granted) + get(&cancelled), get(&accepted_acquires),
+			     "round %ld: %ld granted + %ld cancelled of %ld requests", round, get(&granted),
+			     get(&cancelled), get(&accepted_acquires));
+		if (held) {
+			cr_assert_leq(get(&ran_with), get(&accepted_with), "round %ld", round);
+		} else {
+			cr_assert_eq(get(&cancelled), 0, "round %ld: cancelled with nothing stuck", round);
+			cr_assert_eq(get(&ran_with), get(&accepted_with), "round %ld: %ld of %ld weft_spawn_with ran",
+				     round, get(&ran_with), get(&accepted_with));
+		}
+	}
+}
