@@ -86,10 +86,23 @@
 
 enum { G_CALLBACK, G_SPAWN, G_WAIT };
 
+/*
+ * A blocked weft_acquire_wait.  word: WAIT_PENDING, then WAIT_GRANTED or
+ * WAIT_CANCELLED (final, written once by the waker).  A thread that is not
+ * a worker announces WAIT_SLEEPING before its futex wait; a waker that
+ * finds it so stores the final value with WAIT_WAKING, wakes, then stores
+ * the final value alone, and the waiter does not return while WAKING is
+ * set: the wake can never arrive late, at a later wait on the same stack
+ * address (where it would be a spurious wakeup).  A worker waits by
+ * helping (worker_help_until) and is told through its park token.
+ */
+enum { WAIT_PENDING = 0, WAIT_GRANTED = 1, WAIT_CANCELLED = 2, WAIT_SLEEPING = 3, WAIT_WAKING = 4 };
+
 struct wait_slot {
-	uint32_t word;              /* 0 waiting, 1 granted, 2 cancelled */
-	struct weft_worker *worker; /* parked in worker_help_until, or NULL */
+	uint32_t word;
+	struct weft_worker *worker; /* helping in worker_help_until, or NULL */
 	struct weft_grant *grant;
+	struct wait_slot *outer;    /* the worker's enclosing wait, if any */
 };
 
 struct weft_grant {
@@ -444,25 +457,37 @@ static void spawn_internal(struct weft_rt *rt, void (*fn)(void *), void *arg)
 		sched_yield();
 }
 
-/* Wake exactly the one thread blocked in weft_acquire_wait. */
+/* Wake exactly the one thread blocked in weft_acquire_wait (value:
+ * WAIT_GRANTED or WAIT_CANCELLED). */
 static void wake_waiter(struct weft_acquire *a, struct wait_slot *s, uint32_t value)
 {
 	struct weft_worker *w = s->worker;
 	fetch_add_relaxed(&a->wakeups, 1);
-	/* release: the waiter's acquire load of the word sees the grant. */
-	store_release(&s->word, value);
-	/* The slot may be gone now; only the worker (long-lived) and the
-	 * futex address (never dereferenced by FUTEX_WAKE) are used. */
-	if (w)
+	if (w) {
+		/* release: the waiter's acquire load of the word sees the
+		 * grant.  The slot may be gone after this store; the worker
+		 * is long-lived. */
+		store_release(&s->word, value);
 		park_notify(w);
-	else
-		os_futex_wake(&s->word, 1);
+		return;
+	}
+	uint32_t v = WAIT_PENDING;
+	/* acq_rel: release for the grant, as above; the waiter is awake and
+	 * will see the value without a wake. */
+	if (cas_acq_rel(&s->word, &v, value))
+		return;
+	/* WAIT_SLEEPING: hold the slot (WAKING) until the wake is done.
+	 * release: as above. */
+	store_release(&s->word, value | WAIT_WAKING);
+	os_futex_wake(&s->word, 1);
+	/* release: the waiter may return (and its slot go) once it sees this. */
+	store_release(&s->word, value);
 }
 
 static void dispatch(struct weft_rt *rt, struct weft_grant *g)
 {
 	if (g->kind == G_WAIT)
-		wake_waiter(rt->acq, g->u.wait, 1);
+		wake_waiter(rt->acq, g->u.wait, WAIT_GRANTED);
 	else
 		spawn_internal(rt, grant_task, g);
 }
@@ -470,8 +495,14 @@ static void dispatch(struct weft_rt *rt, struct weft_grant *g)
 static void dispatch_cancel(struct weft_rt *rt, struct weft_grant *g)
 {
 	if (g->kind == G_WAIT) {
-		wake_waiter(rt->acq, g->u.wait, 2);
-		grant_free(g);
+		/* A worker frees its own grant when it sees the cancel (an
+		 * inner wait may still read its deps, and the worker keeps the
+		 * runtime alive until then).  Another thread may wake only
+		 * after weft_destroy freed everything: free it for that one. */
+		bool worker = g->u.wait->worker != NULL;
+		wake_waiter(rt->acq, g->u.wait, WAIT_CANCELLED);
+		if (!worker)
+			grant_free(g);
 		return;
 	}
 	if (g->kind == G_CALLBACK) {
@@ -905,6 +936,8 @@ static int acquire_slow(struct weft_rt *rt, struct weft_grant *g, bool wait)
 				a->want[g->deps[i].comp]++;
 			a->waits++;
 			r = 0;
+		} else {
+			sched_req_free(a->core, (uint32_t)id);
 		}
 	}
 	for (unsigned i = 0; i < g->n; i++)
@@ -1164,7 +1197,61 @@ static bool wait_done(void *p)
 {
 	struct wait_slot *s = p;
 	/* acquire: pairs with wake_waiter's store_release. */
-	return load_acquire(&s->word) != 0;
+	return load_acquire(&s->word) != WAIT_PENDING;
+}
+
+/* A thread that is not a worker sleeps until the word is final. */
+static void wait_sleeping(struct weft_acquire *a, struct wait_slot *s)
+{
+	for (;;) {
+		/* acquire: pairs with wake_waiter's stores and CAS. */
+		uint32_t v = load_acquire(&s->word);
+		if (v == WAIT_GRANTED || v == WAIT_CANCELLED)
+			return;
+		if (v & WAIT_WAKING) {
+			/* The waker is between its wake and its last store. */
+			sched_yield();
+			continue;
+		}
+		if (v == WAIT_PENDING) {
+			/* acq_rel: against the waker's CAS from PENDING; either
+			 * it sees us asleep or we see its value. */
+			cas_acq_rel(&s->word, &v, WAIT_SLEEPING);
+			continue;
+		}
+		os_futex_wait(&s->word, WAIT_SLEEPING, -1);
+		/* Nothing changed: woken for nothing (a signal, or a late wake
+		 * meant for another futex that once lived at this address). */
+		if (load_relaxed(&s->word) == WAIT_SLEEPING)
+			fetch_add_relaxed(&a->spurious, 1);
+	}
+}
+
+/* Both name a component (in any mode: two readers can still wait on each
+ * other through a writer queued between them). */
+static bool deps_overlap(const struct weft_grant *a, const struct weft_grant *b)
+{
+	for (unsigned i = 0; i < a->n; i++)
+		for (unsigned j = 0; j < b->n; j++)
+			if (a->deps[i].comp == b->deps[j].comp)
+				return true;
+	return false;
+}
+
+/*
+ * A worker waits by running other tasks on the same stack.  If one of them
+ * has to wait for a component that an enclosing wait on this worker holds,
+ * or waits for ahead of it, neither can ever return: the inner one needs
+ * the outer to release, and the outer cannot return before the inner does.
+ * Such an inner wait gets the components now (if it can without waiting)
+ * or -EDEADLK.
+ */
+static bool nested_wait_would_deadlock(const struct weft_worker *w, const struct weft_grant *g)
+{
+	for (const struct wait_slot *s = w->acq_waits; s; s = s->outer)
+		if (load_relaxed(&s->word) != WAIT_CANCELLED && deps_overlap(s->grant, g))
+			return true;
+	return false;
 }
 
 int weft_acquire_wait(weft_rt *rt, const struct weft_dep *deps, size_t n, struct weft_grant **out)
@@ -1176,31 +1263,40 @@ int weft_acquire_wait(weft_rt *rt, const struct weft_dep *deps, size_t n, struct
 	if (r < 0)
 		return r;
 	struct weft_worker *w = weft_tls_worker;
-	struct wait_slot slot = { .word = 0, .worker = (w && w->rt == rt) ? w : NULL, .grant = g };
+	if (w && w->rt != rt)
+		w = NULL;
+	struct wait_slot slot = { .word = WAIT_PENDING, .worker = w, .grant = g, .outer = NULL };
 	g->kind = G_WAIT;
 	g->u.wait = &slot;
 	if (grant_fast(rt, g)) {
 		*out = g;
 		return 0;
 	}
-	r = acquire_slow(rt, g, true);
+	bool nested_conflict = w && w->acq_waits && nested_wait_would_deadlock(w, g);
+	r = acquire_slow(rt, g, !nested_conflict);
+	if (nested_conflict && r == -EBUSY)
+		r = -EDEADLK;
 	if (r < 0) {
 		grant_free(g);
 		return r;
 	}
 	if (r == 0) {
-		if (slot.worker) {
-			worker_help_until(slot.worker, wait_done, &slot);
+		if (w) {
+			slot.outer = w->acq_waits;
+			w->acq_waits = &slot;
+			worker_help_until(w, wait_done, &slot);
+			w->acq_waits = slot.outer;
 		} else {
-			while (!wait_done(&slot)) {
-				os_futex_wait(&slot.word, 0, -1);
-				if (!wait_done(&slot))
-					fetch_add_relaxed(&rt->acq->spurious, 1);
-			}
+			wait_sleeping(rt->acq, &slot);
 		}
 	}
-	if (load_acquire(&slot.word) == 2)
-		return -ECANCELED; /* the grant was freed by the canceller */
+	/* acquire: pairs with wake_waiter's store_release. */
+	if (load_acquire(&slot.word) == WAIT_CANCELLED) {
+		/* On another thread the canceller freed it (dispatch_cancel). */
+		if (w)
+			grant_free(g);
+		return -ECANCELED;
+	}
 	*out = g;
 	return 0;
 }

@@ -84,6 +84,9 @@ struct weft_worker {
 	/* Finished tasks of one group not yet subtracted from its shared
 	 * count: one atomic per run of tasks instead of one per task. */
 	struct weft_group *pend_group;
+	/* Innermost weft_acquire_wait this worker is helping in (acquire.c:
+	 * struct wait_slot, a chain through enclosing waits); worker only. */
+	void *acq_waits;
 	uint32_t pend_count;
 	void *thread;           /* handle from weft_thread_ops.start */
 	struct ring *ring;      /* io_uring backend (ring.c), made on first use */

@@ -435,6 +435,79 @@ Test(acquire, destroy_reports_unreleased_grants, .timeout = 30)
 	cr_assert_not_null(strstr(text, "1 grant(s) of a thread were never released"), "%s", text);
 }
 
+/* ---- a wait nested in a wait on one worker ---- */
+
+static struct weft_dep nest_outer_dep, nest_inner_dep;
+static int nest_outer_r = 1, nest_inner_r = 1, nest_inner_ran;
+
+static void nest_inner(void *arg)
+{
+	(void)arg;
+	struct weft_grant *g = NULL;
+	int r = weft_acquire_wait(rt, &nest_inner_dep, 1, &g);
+	if (r == 0)
+		weft_release(g);
+	__atomic_store_n(&nest_inner_r, r, __ATOMIC_RELEASE);
+	__atomic_store_n(&nest_inner_ran, 1, __ATOMIC_RELEASE);
+}
+
+static int nest_spawn_r, nest_inner_ran_first;
+
+/* (No cr_assert on a worker: results go back to the test's thread.) */
+static void nest_outer(void *arg)
+{
+	(void)arg;
+	/* To this worker's deque: the wait below runs it while it waits. */
+	nest_spawn_r = weft_spawn(rt, nest_inner, NULL);
+	struct weft_grant *g = NULL;
+	int r = weft_acquire_wait(rt, &nest_outer_dep, 1, &g);
+	if (r == 0) {
+		nest_inner_ran_first = __atomic_load_n(&nest_inner_ran, __ATOMIC_ACQUIRE);
+		weft_release(g);
+	}
+	__atomic_store_n(&nest_outer_r, r, __ATOMIC_RELEASE);
+}
+
+/* One worker: the outer task waits for a component held by this thread
+ * and, helping, runs the inner task, which waits in turn.  For the same
+ * component, waiting would hang both (the outer is granted first, and
+ * cannot return before the inner does): the inner call must say
+ * -EDEADLK.  For another component it simply waits. */
+Test(acquire, nested_wait_on_a_worker_does_not_hang, .timeout = 30)
+{
+	for (int same = 1; same >= 0; same--) {
+		create(1, 0);
+		nest_outer_r = nest_inner_r = 1;
+		nest_inner_ran = nest_inner_ran_first = 0;
+		nest_spawn_r = -1;
+		nest_outer_dep = W(3);
+		nest_inner_dep = same ? R(3) : W(4);
+		struct weft_grant *held[2];
+		cr_assert_eq(weft_try_acquire(rt, &nest_outer_dep, 1, &held[0]), 0);
+		struct weft_dep four = W(4);
+		cr_assert_eq(weft_try_acquire(rt, &four, 1, &held[1]), 0);
+		cr_assert_eq(weft_spawn(rt, nest_outer, NULL), 0);
+		if (same) {
+			/* The inner call answers while we still hold 3. */
+			while (!__atomic_load_n(&nest_inner_ran, __ATOMIC_ACQUIRE))
+				usleep(100);
+			cr_assert_eq(nest_inner_r, -EDEADLK);
+		} else {
+			usleep(20 * 1000);
+			cr_assert_eq(__atomic_load_n(&nest_inner_ran, __ATOMIC_ACQUIRE), 0, "waits for 4");
+		}
+		weft_release(held[1]);
+		weft_release(held[0]);
+		while (__atomic_load_n(&nest_outer_r, __ATOMIC_ACQUIRE) == 1)
+			usleep(100);
+		cr_assert_eq(nest_spawn_r, 0);
+		cr_assert_eq(nest_outer_r, 0);
+		cr_assert(nest_inner_ran_first, "the inner task ran while the outer waited");
+		cr_assert_eq(nest_inner_r, same ? -EDEADLK : 0);
+		weft_destroy(rt);
+	}
+}
+
 /* ---- cancellation at weft_destroy ---- */
 
 static int cancelled_calls, granted_calls;

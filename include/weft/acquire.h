@@ -5,8 +5,8 @@
  * named by dense integer ids below weft_config.components, or by name via
  * weft_component().  A request names a set of components, each READ or
  * WRITE; any number of READ holders or one WRITE holder per component.
- * Requests never deadlock (a request is granted whole or not at all) and are
- * never starved: a waiting request is overtaken by later conflicting ones at
+ * Requests never deadlock with each other (a request is granted whole or
+ * not at all; but see weft_acquire_wait on a worker) and are never starved: a waiting request is overtaken by later conflicting ones at
  * most weft_config.max_bypass times, after which what it needs is reserved
  * for it.
  */
@@ -52,8 +52,14 @@ WEFT_API void weft_release(struct weft_grant *grant);
  * fairness rule protects. */
 WEFT_API int weft_try_acquire(weft_rt *rt, const struct weft_dep *deps, size_t n, struct weft_grant **out);
 
-/* Block until granted.  A worker keeps running other tasks meanwhile; any
- * other thread sleeps on a futex. */
+/* Block until granted.  A worker keeps running other tasks meanwhile, on
+ * the same stack; any other thread sleeps on a futex.  -EDEADLK: called in
+ * a task that such a wait runs, for a component the enclosing wait holds
+ * or waits for, and not grantable at once (waiting would hang both).  A
+ * task that holds components while it blocks on a worker (a wait, a
+ * weft_group_wait) is not checked: a task it runs meanwhile that waits for
+ * them hangs.  -ECANCELED: still waiting when weft_destroy found nothing
+ * else to run. */
 WEFT_API int weft_acquire_wait(weft_rt *rt, const struct weft_dep *deps, size_t n, struct weft_grant **out);
 
 /* Acquire deps, run fn(arg) on a worker, release.  A request still waiting
