@@ -248,8 +248,10 @@ static void group_wait_worker(struct weft_worker *w, struct weft_group *g)
 			break;
 		}
 	}
+	/* As at the end of worker_help_until: a spinner that stops must take
+	 * the last spinner's look. */
 	if (w->spinning)
-		park_spin_end(w, false);
+		park_spin_end(w, true);
 }
 
 static void group_wait_thread(struct weft_group *g)

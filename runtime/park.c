@@ -71,7 +71,10 @@ static struct weft_worker *claim_on_node(struct weft_rt *rt, unsigned ni, bool s
 {
 	struct weft_node *n = rt->nodes[ni];
 	for (unsigned i = 0; i * 64 < n->count; i++) {
-		uint64_t v = load_relaxed(&n->idle[i]);
+		/* seq_cst: park_wake_on_node comes here straight after an
+		 * affine push, with no seq_cst load of idle_state before: this
+		 * load is its half of the push/park order (see top). */
+		uint64_t v = load_seq_cst(&n->idle[i]);
 		while (v) {
 			uint64_t bit = v & -v;
 			/* seq_cst: pairs with the parker's fetch_or_seq_cst; the

@@ -78,20 +78,27 @@ void worker_wake_for_spawn(struct weft_worker *w)
 	}
 }
 
-void worker_published(struct weft_worker *w)
+/* We just made tasks public (moved split): wake a parked worker if one
+ * may need to see them.  An RMW, not maybe_wake_for's plain load (store
+ * buffering: we store split then load idle_state, a parker RMWs
+ * idle_state then loads split; plain loads let both miss).  acq_rel: of
+ * our RMW and a parker's fetch_add in park_worker, the later one in
+ * idle_state's modification order reads the earlier: we see its PARKED
+ * count, or it synchronises with us and its recheck sees what we
+ * published.  For the rare paths only (a split request answered, an
+ * injected batch): it takes the node's idle line exclusive. */
+static void wake_after_publish(struct weft_worker *w)
 {
-	w->deque.o_published = false;
-	/* An RMW, not maybe_wake_for's plain load (store buffering: we
-	 * store split then load idle_state, a parker RMWs idle_state then
-	 * loads split; plain loads let both miss).  acq_rel: of our RMW and a
-	 * parker's fetch_add in park_worker, the later one in idle_state's
-	 * modification order reads the earlier: we see its PARKED count, or
-	 * it synchronises with us and its recheck sees what we published.
-	 * Rare: only when answering a split request. */
 	uint32_t s = fetch_add_acq_rel(w->node_idle, 0);
 	if (s == 0 && !w->multi_node)
 		return;
 	worker_wake_for_spawn(w);
+}
+
+void worker_published(struct weft_worker *w)
+{
+	w->deque.o_published = false;
+	wake_after_publish(w);
 }
 
 /* Take a batch from an injection queue: run the first, keep the rest on
@@ -161,7 +168,9 @@ static struct weft_task *take_injected(struct weft_worker *w, struct weft_inject
 	 * since we answer split requests only at our next push or pop. */
 	if (queued) {
 		deque_share_all(&w->deque);
-		maybe_wake_for(w);
+		/* Their submitters may have skipped their wakes for a spinner
+		 * (maybe us): look with the RMW, not a hint. */
+		wake_after_publish(w);
 	}
 	return first;
 }
@@ -469,8 +478,12 @@ void worker_help_until(struct weft_worker *w, bool (*done)(void *ctx), void *ctx
 			break;
 		park_worker(w, PARK_KIND_WAIT, help_recheck, &h);
 	}
+	/* Still spinning (claimed by a waker, or spinning in worker_search
+	 * when done() came true): a submitter may have skipped its wake for
+	 * us, so stop as a spinner that found work does, with the last
+	 * spinner's look (park_spin_end). */
 	if (w->spinning)
-		park_spin_end(w, false);
+		park_spin_end(w, true);
 }
 
 static bool main_recheck(void *p)
@@ -500,7 +513,11 @@ void worker_main(struct weft_worker *w)
 	for (;;) {
 		struct weft_task *t = worker_next(w);
 		if (t) {
-			worker_run_task(w, t);
+			/* Woken as a spinner, the first worker_next may already
+			 * find work (the 61st-tick look at the injection
+			 * queue): stop spinning before running it, or wakes
+			 * are skipped for us all along the task. */
+			worker_run_found(w, t);
 			continue;
 		}
 		t = worker_find_work(w);
