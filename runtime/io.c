@@ -484,10 +484,27 @@ int weft_io_timeout(weft_rt *rt, uint64_t ns, weft_io_fn fn, void *ctx)
 	return submit(rt, &t);
 }
 
+static int io_cancel(struct weft_rt *rt, int handle);
+
 int weft_io_cancel(weft_rt *rt, int handle)
 {
 	if (!rt || handle <= 0)
 		return -EINVAL;
+	/* From another thread, a cancel is a call in like a spawn: it may
+	 * queue a callback or nudge a worker, and weft_destroy must not free
+	 * the runtime under it (everything in flight is cancelled at
+	 * weft_destroy anyway). */
+	struct submitter *rec;
+	int r = rt_outside_enter(rt, false, &rec);
+	if (r < 0)
+		return r;
+	r = io_cancel(rt, handle);
+	rt_outside_leave(rec);
+	return r;
+}
+
+static int io_cancel(struct weft_rt *rt, int handle)
+{
 	struct weft_io *io = rt->io;
 	uint32_t idx = io_op_handle_index(handle);
 	/* acquire: pairs with take_slot's store_release. */

@@ -197,6 +197,12 @@ void worker_published(struct weft_worker *w);
  * (grant callbacks), accepted while weft_destroy drains. */
 int rt_push_outside(struct weft_rt *rt, int node, bool affine, void (*fn)(void *), void *arg, struct weft_group *g,
 		    bool internal);
+/* A thread that is not one of rt's workers, calling in (rec = its record;
+ * NULL on a worker): while between the two, weft_destroy waits for it
+ * before it frees anything.  -ESHUTDOWN once weft_destroy has begun
+ * (unless internal: the runtime's own work), -ENOMEM. */
+int rt_outside_enter(struct weft_rt *rt, bool internal, struct submitter **rec);
+void rt_outside_leave(struct submitter *rec);
 /* The same for a prepared item (a request, see inject.h). */
 int rt_push_outside_item(struct weft_rt *rt, int node, bool affine, const struct weft_inject_item *it, bool internal);
 /* Run tasks on worker w until done(ctx) is true; parks (kind WAIT) when

@@ -596,48 +596,69 @@ int rt_push_outside(struct weft_rt *rt, int node, bool affine, void (*fn)(void *
 	return rt_push_outside_item(rt, node, affine, &it, internal);
 }
 
-int rt_push_outside_item(struct weft_rt *rt, int node, bool affine, const struct weft_inject_item *it, bool internal)
+int rt_outside_enter(struct weft_rt *rt, bool internal, struct submitter **out)
 {
 	/* Tasks may spawn until the runtime exits; other threads only while
 	 * it runs.  An outside thread marks itself active on its own line,
 	 * then reads the state: weft_destroy stores the state and then reads
 	 * every active flag, with a full barrier between on both sides (ours
 	 * a seq_cst RMW, or our half of the asymmetric fence), so either we
-	 * see it draining or it waits for us (and for our task, which is
-	 * then queued). */
+	 * see it draining or it waits for us (and for what we do before
+	 * rt_outside_leave). */
+	*out = NULL;
 	struct weft_worker *self = weft_tls_worker;
-	struct submitter *rec = NULL;
-	if (!self || self->rt != rt) {
-		rec = rt_submitter(rt);
-		if (unlikely(!rec))
-			return -ENOMEM;
-		if (likely(rt->asym_fence)) {
-			/* The asymmetric fence: weft_destroy's membarrier, after
-			 * its store of RT_DRAINING, is the heavy half; this keeps
-			 * the compiler from moving our load of the state above
-			 * the store.  It saves a locked instruction per spawn,
-			 * which would also wait for the stores of the previous
-			 * spawn (its queue cell, on a line the consumer last
-			 * wrote) to leave the store buffer. */
-			store_relaxed(&rec->active, 1);
-			fence_compiler();
-		} else {
-			/* seq_cst: pairs with weft_destroy's store of
-			 * RT_DRAINING and its loads of the active flags. */
-			exchange_seq_cst(&rec->active, 1);
-		}
-		if (unlikely(load_seq_cst(&rt->state) != RT_RUNNING) && !internal) {
-			store_release(&rec->active, 0);
-			return -ESHUTDOWN;
-		}
+	if (self && self->rt == rt)
+		return 0;
+	struct submitter *rec = rt_submitter(rt);
+	if (unlikely(!rec))
+		return -ENOMEM;
+	/* Already in (a weft_io_cancel queueing its callback): the outer
+	 * call checked the state, and destroy waits for it to leave. */
+	if (unlikely(load_relaxed(&rec->active)))
+		return 0;
+	if (likely(rt->asym_fence)) {
+		/* The asymmetric fence: weft_destroy's membarrier, after its
+		 * store of RT_DRAINING, is the heavy half; this keeps the
+		 * compiler from moving our load of the state above the store.
+		 * It saves a locked instruction per spawn, which would also
+		 * wait for the stores of the previous spawn (its queue cell, on
+		 * a line the consumer last wrote) to leave the store buffer. */
+		store_relaxed(&rec->active, 1);
+		fence_compiler();
+	} else {
+		/* seq_cst: pairs with weft_destroy's store of RT_DRAINING and
+		 * its loads of the active flags. */
+		exchange_seq_cst(&rec->active, 1);
 	}
+	if (unlikely(load_seq_cst(&rt->state) != RT_RUNNING) && !internal) {
+		store_release(&rec->active, 0);
+		return -ESHUTDOWN;
+	}
+	*out = rec;
+	return 0;
+}
+
+void rt_outside_leave(struct submitter *rec)
+{
+	if (rec) {
+		/* release: what we did happens before destroy sees 0. */
+		store_release(&rec->active, 0);
+	}
+}
+
+int rt_push_outside_item(struct weft_rt *rt, int node, bool affine, const struct weft_inject_item *it, bool internal)
+{
+	struct submitter *rec;
+	int r = rt_outside_enter(rt, internal, &rec);
+	if (unlikely(r < 0))
+		return r;
 	unsigned ni = node >= 0 ? (unsigned)node : (rt->nnodes > 1 ? tls_rr++ % rt->nnodes : 0);
 	struct weft_node *n = rt->nodes[ni];
 	/* The push's seq_cst publication (the tail CAS, or the overflow store)
 	 * orders it before our seq_cst load of idle_state in the wake below;
 	 * parkers announce with a seq_cst RMW and then load the queue with
 	 * seq_cst: one of us sees the other (no fence needed). */
-	int r = inject_push(affine ? &n->affine : &n->shared, it);
+	r = inject_push(affine ? &n->affine : &n->shared, it);
 	if (r == 0) {
 		/* Affine tasks need a worker of that node; if none is parked,
 		 * one of them is awake and will look before it parks. */
@@ -646,9 +667,6 @@ int rt_push_outside_item(struct weft_rt *rt, int node, bool affine, const struct
 		else
 			park_wake_one(rt, ni);
 	}
-	if (rec) {
-		/* release: our push and wake happen before destroy sees 0. */
-		store_release(&rec->active, 0);
-	}
+	rt_outside_leave(rec);
 	return r;
 }

@@ -83,7 +83,9 @@ WEFT_API int weft_io_timeout(weft_rt *rt, uint64_t ns, weft_io_fn fn, void *ctx)
  * operation completed first (or was already running where it cannot be
  * stopped, such as a regular file read on a helper thread).  -ENOENT: the
  * operation has already completed, or handle never named one.  -EINVAL:
- * handle <= 0 or rt NULL. */
+ * handle <= 0 or rt NULL.  -ESHUTDOWN: called from a thread that is not a
+ * worker once weft_destroy has begun (it cancels everything in flight
+ * itself); a call already under way then is waited for. */
 WEFT_API int weft_io_cancel(weft_rt *rt, int handle);
 
 /* Which backend and park mechanism a runtime uses (also in weft_stats). */
