@@ -237,7 +237,15 @@ void io_complete(struct weft_rt *rt, struct io_op *op, int res)
 			fetch_add_relaxed(&io->fe_stats.cancelled, 1);
 		/* seq_cst: after the callback task is queued; read by the
 		 * termination check (rt_try_exit). */
-		fetch_sub_seq_cst(&io->th_inflight, 1);
+		uint64_t was = fetch_sub_seq_cst(&io->th_inflight, 1);
+		/* The callback may already have run, on a worker that then
+		 * parked and found us still in flight: at shutdown, nobody would
+		 * look again (weft_destroy hung so, 1 round in a few thousand).
+		 * Wake a parked worker to make the check; seq_cst (our RMW, then
+		 * park_wake_one's load of idle_state) against the parker's
+		 * announcement and its load of th_inflight. */
+		if (was == 1 && load_seq_cst(&rt->io_shutdown))
+			park_wake_one(rt, 0);
 	}
 }
 
@@ -248,8 +256,17 @@ static int start_threads(struct weft_rt *rt)
 	struct weft_io *io = rt->io;
 	int r = 0;
 	pthread_mutex_lock(&io->lock);
-	if (!io->th)
+	if (!io->th) {
 		r = io_threads_start(rt, &io->th);
+		/* A submit that saw io_shutdown == 0 can get here after
+		 * io_shutdown looked for the threads (under this lock) and found
+		 * none: then nobody else will shut these down, and the op on its
+		 * way (a read on an idle pipe) would keep weft_destroy waiting
+		 * for ever.  seq_cst: pairs with io_shutdown's store; if it comes
+		 * after our load, its look under the lock finds the threads. */
+		if (r == 0 && load_seq_cst(&rt->io_shutdown))
+			io_threads_shutdown(io->th);
+	}
 	pthread_mutex_unlock(&io->lock);
 	return r;
 }
@@ -605,6 +622,9 @@ void io_shutdown(struct weft_rt *rt)
 	/* seq_cst: pairs with submit_task's and take_mail's loads. */
 	store_seq_cst(&rt->io_shutdown, 1);
 	if (io->backend == WEFT_IO_THREADS) {
+		/* The look is under the lock, against start_threads: threads
+		 * started after it are shut down there (before their first op
+		 * is queued).  Both may shut the same threads down: harmless. */
 		pthread_mutex_lock(&io->lock);
 		struct io_threads *th = io->th;
 		pthread_mutex_unlock(&io->lock);

@@ -462,8 +462,15 @@ bool ring_poll(struct weft_worker *w)
 bool ring_has_work(struct weft_worker *w)
 {
 	struct ring *r = w->ring;
-	return io_uring_cq_ready(&r->ring) > 0 || ring_needs_enter(r) || r->backlog_head || r->mail_retry ||
-	       load_relaxed(&w->io_mail) != NULL;
+	/* Not the kernel's TASKRUN flag: it was seen to stay set after an
+	 * enter that ran the task work (DEFER_TASKRUN, eventfd park, after
+	 * the shutdown's cancel-all), and a worker that counts it as work
+	 * never parks: it spun through park_worker's recheck for good while
+	 * weft_destroy waited.  Parking on the ring enters the kernel, which
+	 * runs pending task work, so it is never left behind. */
+	unsigned f = load_acquire(r->ring.sq.kflags); /* acquire: as in ring_needs_enter */
+	return io_uring_cq_ready(&r->ring) > 0 || io_uring_sq_ready(&r->ring) > 0 || (f & IORING_SQ_CQ_OVERFLOW) ||
+	       r->backlog_head || r->mail_retry || load_relaxed(&w->io_mail) != NULL;
 }
 
 uint32_t ring_sleep_value(struct weft_worker *w)
