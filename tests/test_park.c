@@ -128,13 +128,6 @@ Test(park, survives_spurious_wakeups, .timeout = 120)
 static struct weft_dep handoff_dep = { 0, WEFT_WRITE };
 static int handoff_a_state, handoff_a_moved, handoff_t_ran, handoff_stuck;
 
-static double seconds_now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 static void handoff_t(void *p)
 {
 	(void)p;
@@ -157,8 +150,8 @@ static void handoff_a(void *p)
 		__atomic_store_n(&handoff_a_state, 2, __ATOMIC_RELEASE);
 		return;
 	}
-	double t0 = seconds_now();
-	while (!__atomic_load_n(&handoff_t_ran, __ATOMIC_ACQUIRE) && seconds_now() - t0 < 2.0)
+	double t0 = now_sec();
+	while (!__atomic_load_n(&handoff_t_ran, __ATOMIC_ACQUIRE) && now_sec() - t0 < 2.0)
 		;
 	if (!__atomic_load_n(&handoff_t_ran, __ATOMIC_ACQUIRE))
 		__atomic_fetch_add(&handoff_stuck, 1, __ATOMIC_RELAXED);

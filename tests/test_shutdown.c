@@ -164,22 +164,6 @@ static void submit_some(long depth)
 	}
 }
 
-/* weft_destroy, with its report of the component held on purpose sent to
- * /dev/null. */
-static void destroy_quietly(void)
-{
-	fflush(stderr);
-	int saved = dup(2);
-	int null = open("/dev/null", O_WRONLY);
-	cr_assert(saved >= 0 && null >= 0);
-	cr_assert_geq(dup2(null, 2), 0);
-	close(null);
-	weft_destroy(rt);
-	fflush(stderr);
-	dup2(saved, 2);
-	close(saved);
-}
-
 Test(shutdown, random_work_races_destroy, .timeout = 120)
 {
 	/* WEFT_TEST_SEED picks another sequence (for longer hunts by hand). */
@@ -210,7 +194,7 @@ Test(shutdown, random_work_races_destroy, .timeout = 120)
 		unsigned pause = rnd() % 400;
 		if (pause < 300)
 			usleep(pause);
-		destroy_quietly();
+		destroy_quietly(rt);
 
 		cr_assert_eq(get(&errors), 0, "round %ld: a call failed or a callback got a wrong status", round);
 		cr_assert_eq(get(&ran_tasks), get(&accepted_tasks), "round %ld: %ld of %ld tasks ran", round,
