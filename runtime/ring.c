@@ -423,13 +423,20 @@ static void take_mail(struct weft_worker *w, struct ring *r)
 	}
 }
 
+/* SQEs to submit, or kernel flags asking for an enter: CQEs kept back on
+ * overflow and, with `taskrun`, task work waiting (COOP/DEFER_TASKRUN with
+ * TASKRUN_FLAG). */
+static bool ring_wants_enter(struct ring *r, bool taskrun)
+{
+	/* acquire: the kernel writes the word; pairs with its own smp_store. */
+	unsigned f = load_acquire(r->ring.sq.kflags);
+	unsigned mask = IORING_SQ_CQ_OVERFLOW | (taskrun ? IORING_SQ_TASKRUN : 0);
+	return io_uring_sq_ready(&r->ring) > 0 || (f & mask);
+}
+
 static bool ring_needs_enter(struct ring *r)
 {
-	/* Flags the kernel sets: task work waiting (COOP/DEFER_TASKRUN with
-	 * TASKRUN_FLAG) or CQEs kept back on overflow.  acquire: the kernel
-	 * writes the word; pairs with its own smp_store. */
-	unsigned f = load_acquire(r->ring.sq.kflags);
-	return io_uring_sq_ready(&r->ring) > 0 || (f & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW));
+	return ring_wants_enter(r, true);
 }
 
 bool ring_poll(struct weft_worker *w)
@@ -468,9 +475,8 @@ bool ring_has_work(struct weft_worker *w)
 	 * never parks: it spun through park_worker's recheck for good while
 	 * weft_destroy waited.  Parking on the ring enters the kernel, which
 	 * runs pending task work, so it is never left behind. */
-	unsigned f = load_acquire(r->ring.sq.kflags); /* acquire: as in ring_needs_enter */
-	return io_uring_cq_ready(&r->ring) > 0 || io_uring_sq_ready(&r->ring) > 0 || (f & IORING_SQ_CQ_OVERFLOW) ||
-	       r->backlog_head || r->mail_retry || load_relaxed(&w->io_mail) != NULL;
+	return io_uring_cq_ready(&r->ring) > 0 || ring_wants_enter(r, false) || r->backlog_head || r->mail_retry ||
+	       load_relaxed(&w->io_mail) != NULL;
 }
 
 uint32_t ring_sleep_value(struct weft_worker *w)

@@ -78,27 +78,21 @@ void worker_wake_for_spawn(struct weft_worker *w)
 	}
 }
 
-/* We just answered a split request: wake a parked worker if one may need
- * to see what we published.  An RMW, not maybe_wake_for's plain load (store
- * buffering: we store split then load idle_state, a parker RMWs
- * idle_state then loads split; plain loads let both miss).  acq_rel: of
- * our RMW and a parker's fetch_add in park_worker, the later one in
- * idle_state's modification order reads the earlier: we see its PARKED
- * count, or it synchronises with us and its recheck sees what we
- * published.  Rare paths only: it takes the node's idle line exclusive,
- * and outside submitters read that line on every push. */
-static void wake_after_publish(struct weft_worker *w)
+void worker_published(struct weft_worker *w)
 {
+	w->deque.o_published = false;
+	/* An RMW, not maybe_wake_for's plain load (store buffering: we
+	 * store split then load idle_state, a parker RMWs idle_state then
+	 * loads split; plain loads let both miss).  acq_rel: of our RMW and a
+	 * parker's fetch_add in park_worker, the later one in idle_state's
+	 * modification order reads the earlier: we see its PARKED count, or
+	 * it synchronises with us and its recheck sees what we published.
+	 * Rare: only when answering a split request (it takes the node's idle
+	 * line exclusive, and outside submitters read it on every push). */
 	uint32_t s = fetch_add_acq_rel(w->node_idle, 0);
 	if (s == 0 && !w->multi_node)
 		return;
 	worker_wake_for_spawn(w);
-}
-
-void worker_published(struct weft_worker *w)
-{
-	w->deque.o_published = false;
-	wake_after_publish(w);
 }
 
 /* Take a batch from an injection queue: run the first, keep the rest on
@@ -172,7 +166,7 @@ static struct weft_task *take_injected(struct weft_worker *w, struct weft_inject
 		 * did so for a spinner, and a spinner that stops takes the
 		 * seq_cst last look (park_spin_end), which sees this batch:
 		 * if that is us, worker_run_found does it next.  The RMW of
-		 * wake_after_publish here took the node's idle line from the
+		 * worker_published here took the node's idle line from the
 		 * submitters, who read it on every push: outside spawns fell
 		 * from 33-40 to 17-20 M/s. */
 		maybe_wake_for(w);
