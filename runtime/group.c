@@ -27,6 +27,15 @@
  *   count reached zero meanwhile), so no completer can see "zero" while
  *   the owner is back to counting in local.
  *
+ * weft_join
+ *   A group of one on the joining worker's stack, with b's frame beside it
+ *   (arena TASK_NO_ARENA: nobody frees it).  The frame is pushed like any
+ *   owned task (TASK_COUNTED_LOCAL, local = 1); when a() returns and the
+ *   frame is still the newest private item, the joiner takes it back and
+ *   calls b without touching the counts.  Otherwise (stolen, published,
+ *   run meanwhile by a wait inside a()) the group's ordinary protocol
+ *   applies, so the frame outlives every access a thief makes to it.
+ *
  * Invariants
  *   - W is set only by the waiter and cleared by the waiter (while S > 0)
  *     or by the one completer that brought S to 0.
@@ -342,4 +351,107 @@ void weft_group_wait(weft_rt *rt, struct weft_group *g)
 	}
 	if (!group_done_pred(g))
 		group_wait_general(w, g);
+}
+
+/* weft_join from a thread that is not a worker of rt: b through the
+ * injection queue into a group of our own, a here, then wait. */
+static __attribute__((noinline)) int join_other(weft_rt *rt, void (*fa)(void *), void *a, void (*fb)(void *),
+						void *b)
+{
+	struct weft_group g;
+	if (unlikely(!rt || !fa || !fb))
+		return -EINVAL;
+	weft_group_init(&g);
+	int r = weft_group_spawn(rt, &g, fb, b);
+	if (r < 0)
+		return r;
+	fa(a);
+	weft_group_wait(rt, &g);
+	return 0;
+}
+
+/* weft_join's frame: b's task, in a group of one. */
+struct join_frame {
+	struct weft_task t;
+	struct weft_group g;
+};
+
+/* b could not be taken back from the top of our deque: it was stolen or
+ * published, or a() left newer tasks above it.  Help as a group wait
+ * does; that also runs b here if it is still ours (worker_run_task leaves
+ * a TASK_NO_ARENA frame alone). */
+static __attribute__((noinline)) void join_slow(struct join_frame *j)
+{
+	struct weft_worker *w = weft_tls_worker;
+	if (!group_done_pred(&j->g))
+		group_wait_general(w, &j->g);
+}
+
+/* The deque is full and must grow (as rt_push_local_slow pushes). */
+static __attribute__((noinline)) void join_push_slow(struct weft_worker *w, struct join_frame *j,
+						     void (*fa)(void *), void *a)
+{
+	if (deque_push(&w->deque, &j->t) != 0) {
+		/* No room to make b stealable: a join may run both here. */
+		fa(a);
+		j->t.fn(j->t.arg);
+		return;
+	}
+	maybe_wake_for(w);
+	fa(a);
+	join_slow(j);
+}
+
+int weft_join(weft_rt *rt, void (*fa)(void *), void *a, void (*fb)(void *), void *b)
+{
+	struct weft_worker *w = weft_tls_worker;
+	if (unlikely(!w || w->rt != rt || !fa || !fb))
+		return join_other(rt, fa, a, fb, b);
+
+	/* b's frame lives here, in a group of one counted in local: if a
+	 * thief takes it, group_task_done settles the count as for any task
+	 * of an owned group, and join_slow waits for that.  This path is what
+	 * a spawn per call costs, so it is written for few stores and few
+	 * registers live across a(): b's function and argument are read back
+	 * from the frame and w from TLS afterwards, and every other case is
+	 * out of line. */
+	struct join_frame j;
+	j.g.shared = 0;
+	j.g.reserved_ = 0;
+	j.g.local = 1;
+	j.g.owner = w;
+	j.t.fn = fb;
+	j.t.arg = b;
+	j.t.group = &j.g;
+	j.t.flags = TASK_COUNTED_LOCAL;
+	j.t.arena = TASK_NO_ARENA;
+	j.t.reserved = 0;
+
+	struct weft_deque *d = &w->deque;
+	int64_t bot = d->bottom;
+	if (unlikely(!deque_push_fits(d, bot))) {
+		join_push_slow(w, &j, fa, a);
+		return 0;
+	}
+	deque_push_at(d, bot, &j.t);
+	/* relaxed: hints, as in rt_push_local. */
+	if (unlikely(load_relaxed(&d->split_req) | load_relaxed(w->node_idle) | w->multi_node))
+		rt_push_local_after(w);
+
+	fa(a);
+
+	/* Fast path: nobody took b, and a() left the deque as it found it, so
+	 * b is our newest private item.  Take it back and run it here. */
+	w = weft_tls_worker;
+	d = &w->deque;
+	if (unlikely(d->bottom != bot + 1 || bot < d->o_split || d->slots[(uint64_t)bot & d->mask] != &j.t)) {
+		join_slow(&j);
+		return 0;
+	}
+	store_relaxed(&d->bottom, bot);
+	if (unlikely(load_relaxed(&d->split_req) | d->o_published))
+		rt_push_local_after(w);
+	count(&w->stats.tasks_run);
+	j.t.fn(j.t.arg);
+	return 0;
 }

@@ -319,7 +319,7 @@ static inline void worker_run_task(struct weft_worker *w, struct weft_task *t)
 
 	if (likely(t->arena == w->index))
 		arena_free(&w->arena, &w->arena, t);
-	else
+	else if (t->arena != TASK_NO_ARENA)
 		arena_free(&w->arena, &w->rt->workers[t->arena]->arena, t);
 	/* We just answered a split request: thieves can take work now (a
 	 * thief that went to sleep left its request behind, so this also

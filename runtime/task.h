@@ -2,7 +2,7 @@
  * task.h: the task frame.
  *
  * A frame is one cache line taken from the spawning worker's arena
- * (arena.c).  Deques hold pointers to frames; the injection queues copy
+ * (arena.c), or weft_join's frame on the joiner's stack (group.c).  Deques hold pointers to frames; the injection queues copy
  * fn/arg/group inline instead, so threads that are not workers need no
  * frame.  `arena` names the worker whose arena the frame came from, so a
  * frame freed on another worker goes back to its owner.
@@ -24,6 +24,11 @@ enum {
 	TASK_COUNTED_LOCAL = 1u << 0,
 };
 
+/* `arena` of a frame that is no arena's: weft_join's frame on the joining
+ * worker's stack (group.c), valid until its group is done.  Nobody frees
+ * it. */
+#define TASK_NO_ARENA 0xffffu
+
 struct weft_task {
 	void (*fn)(void *arg);
 	void *arg;
@@ -33,7 +38,12 @@ struct weft_task {
 	uint16_t arena;         /* owning arena (worker index) */
 	uint16_t reserved;
 	uint64_t aux[3];        /* room for later subsystems (trace, graph) */
-} __attribute__((aligned(64)));
+};
+
+/* No alignment attribute: arena frames are line-aligned anyway (64-byte
+ * frames carved from page-aligned blocks), and weft_join keeps a frame on
+ * its stack, where a 64-byte alignment would cost a realigned frame on
+ * every join. */
 
 _Static_assert(sizeof(struct weft_task) == 64, "a frame is one cache line");
 

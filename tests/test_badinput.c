@@ -20,6 +20,14 @@ static void count_run(void *p)
 	__atomic_fetch_add(&ran, 1, __ATOMIC_RELAXED);
 }
 
+static void bad_joins_on_a_worker(void *p)
+{
+	weft_rt *rt = p;
+	cr_assert_eq(weft_join(NULL, count_run, NULL, count_run, NULL), -EINVAL);
+	cr_assert_eq(weft_join(rt, NULL, NULL, count_run, NULL), -EINVAL);
+	cr_assert_eq(weft_join(rt, count_run, NULL, NULL, NULL), -EINVAL);
+}
+
 Test(badinput, null_arguments)
 {
 	weft_rt *rt;
@@ -34,6 +42,16 @@ Test(badinput, null_arguments)
 	cr_assert_eq(weft_group_spawn(NULL, &g, nop, NULL), -EINVAL);
 	cr_assert_eq(weft_group_spawn(rt, NULL, nop, NULL), -EINVAL);
 	cr_assert_eq(weft_group_spawn(rt, &g, NULL, NULL), -EINVAL);
+	/* weft_join with a missing part runs neither part, from outside and
+	 * from a worker. */
+	ran = 0;
+	cr_assert_eq(weft_join(NULL, count_run, NULL, count_run, NULL), -EINVAL);
+	cr_assert_eq(weft_join(rt, NULL, NULL, count_run, NULL), -EINVAL);
+	cr_assert_eq(weft_join(rt, count_run, NULL, NULL, NULL), -EINVAL);
+	weft_group_init(&g);
+	cr_assert_eq(weft_group_spawn(rt, &g, bad_joins_on_a_worker, rt), 0);
+	weft_group_wait(rt, &g);
+	cr_assert_eq(ran, 0);
 	cr_assert_eq(weft_stats(rt, NULL), -EINVAL);
 	cr_assert_eq(weft_stats(NULL, NULL), -EINVAL);
 	cr_assert_eq(weft_worker_node(rt, 100000), -EINVAL);

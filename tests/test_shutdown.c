@@ -103,6 +103,16 @@ static void fork_join(void *arg)
 		if (weft_group_spawn(rt, &g, task_fn, (void *)(depth > 0 ? depth - 1 : 0)) == 0)
 			bump(&accepted_tasks);
 	weft_group_wait(rt, &g);
+	/* On a worker a join never fails, draining or not. */
+	if (rnd() % 2) {
+		void *d = (void *)(depth > 0 ? depth - 1 : 0);
+		if (weft_join(rt, task_fn, d, task_fn, d) == 0) {
+			bump(&accepted_tasks);
+			bump(&accepted_tasks);
+		} else {
+			bump(&errors);
+		}
+	}
 }
 
 static void submit_some(long depth)

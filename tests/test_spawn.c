@@ -2,7 +2,8 @@
  * test_spawn.c: spawning and fork-join through the public API: nested
  * fork-join (fib), a million tasks from an outside thread, groups waited
  * from several outside threads at once, spawns from inside workers,
- * weft_current_worker, and shutdown with pending work, also with several
+ * weft_current_worker, weft_join (fib, a stolen b, b under newer tasks,
+ * from an outside thread), and shutdown with pending work, also with several
  * threads spawning while weft_destroy begins, with and without membarrier(2)
  * (the asymmetric fence between an outside spawn and weft_destroy).
  */
@@ -72,6 +73,162 @@ Test(spawn, fib_one_worker, .timeout = 120)
 	cr_assert_eq(weft_group_spawn(rt, &g, fib_task, &f), 0);
 	weft_group_wait(rt, &g);
 	cr_assert_eq(f.r, fib_serial(22));
+	weft_destroy(rt);
+}
+
+/* ---- weft_join ---- */
+
+static void fib_join_task(void *p)
+{
+	struct fib *f = p;
+	if (f->n < 2) {
+		f->r = f->n;
+		return;
+	}
+	struct fib a = { .n = f->n - 2 }, b = { .n = f->n - 1 };
+	cr_assert_eq(weft_join(rt, fib_join_task, &a, fib_join_task, &b), 0);
+	f->r = a.r + b.r;
+}
+
+Test(spawn, join_fib_one_and_all_workers, .timeout = 120)
+{
+	for (unsigned workers = 1; workers <= 2; workers++) {
+		setup_rt(workers == 1 ? 1 : 0);
+		int n = test_scale() > 1 ? 20 : 26;
+		struct fib f = { .n = n };
+		struct weft_group g;
+		weft_group_init(&g);
+		cr_assert_eq(weft_group_spawn(rt, &g, fib_join_task, &f), 0);
+		weft_group_wait(rt, &g);
+		cr_assert_eq(f.r, fib_serial(n));
+		static struct weft_stats st;
+		cr_assert_eq(weft_stats(rt, &st), 0);
+		uint64_t run = 0;
+		for (unsigned i = 0; i < st.workers; i++)
+			run += st.worker[i].tasks_run;
+		/* Every join's b counts as a task run, stolen or not (and the
+		 * root task once). */
+		cr_assert_eq(run, (uint64_t)(fib_serial(n + 1) - 1) + 1);
+		weft_destroy(rt);
+	}
+}
+
+/* b is stolen: a keeps the deque moving (inner joins answer the split
+ * request) until b has started on another worker, then b takes a while;
+ * the join must not return before b is done. */
+struct steal_probe {
+	int joiner;
+	int b_worker;
+	int b_started;
+	int b_done;
+	int a_saw_b;
+};
+
+static void nothing(void *p)
+{
+	(void)p;
+}
+
+static void probe_b(void *p)
+{
+	struct steal_probe *s = p;
+	s->b_worker = weft_current_worker();
+	__atomic_store_n(&s->b_started, 1, __ATOMIC_RELEASE);
+	usleep(20 * 1000);
+	__atomic_store_n(&s->b_done, 1, __ATOMIC_RELEASE);
+}
+
+static void probe_a(void *p)
+{
+	struct steal_probe *s = p;
+	double until = now_sec() + 20;
+	while (!__atomic_load_n(&s->b_started, __ATOMIC_ACQUIRE) && now_sec() < until)
+		cr_assert_eq(weft_join(rt, nothing, NULL, nothing, NULL), 0);
+	s->a_saw_b = __atomic_load_n(&s->b_started, __ATOMIC_ACQUIRE);
+}
+
+static void probe_root(void *p)
+{
+	struct steal_probe *s = p;
+	s->joiner = weft_current_worker();
+	cr_assert_eq(weft_join(rt, probe_a, s, probe_b, s), 0);
+	cr_assert(__atomic_load_n(&s->b_done, __ATOMIC_ACQUIRE), "join returned before the stolen b finished");
+}
+
+Test(spawn, join_waits_for_a_stolen_b, .timeout = 120)
+{
+	setup_rt(2);
+	int stolen = 0;
+	for (int round = 0; round < 100 && stolen < 5; round++) {
+		struct steal_probe s = { .joiner = -1, .b_worker = -1 };
+		struct weft_group g;
+		weft_group_init(&g);
+		cr_assert_eq(weft_group_spawn(rt, &g, probe_root, &s), 0);
+		weft_group_wait(rt, &g);
+		cr_assert(s.a_saw_b, "b never started while a ran (round %d)", round);
+		cr_assert_eq(__atomic_load_n(&s.b_done, __ATOMIC_ACQUIRE), 1);
+		/* The joiner may also take b back itself, inside one of a's
+		 * joins (its own published items, oldest first, as a thief
+		 * would): legal, but not the case under test. */
+		if (s.b_worker != s.joiner)
+			stolen++;
+	}
+	cr_assert_eq(stolen, 5, "b was taken by another worker in only %d rounds", stolen);
+	weft_destroy(rt);
+}
+
+/* a leaves newer tasks above b (spawned, not waited for): the join takes
+ * its slow path, still runs b before returning, and the leaves all run. */
+static uint64_t join_leaves;
+static int b_ran[1000];
+
+static void join_leaf(void *p)
+{
+	(void)p;
+	__atomic_fetch_add(&join_leaves, 1, __ATOMIC_RELAXED);
+}
+
+static void spawn_leaves(void *p)
+{
+	(void)p;
+	for (int i = 0; i < 3; i++)
+		cr_assert_eq(weft_spawn(rt, join_leaf, NULL), 0);
+}
+
+static void mark_b(void *p)
+{
+	*(int *)p = 1;
+}
+
+static void join_over_leaves(void *p)
+{
+	cr_assert_eq(weft_join(rt, spawn_leaves, NULL, mark_b, p), 0);
+	cr_assert_eq(*(int *)p, 1, "the join returned before b ran");
+}
+
+Test(spawn, join_with_newer_tasks_above_b, .timeout = 60)
+{
+	setup_rt(1);
+	join_leaves = 0;
+	for (int i = 0; i < 1000; i++)
+		cr_assert_eq(weft_spawn(rt, join_over_leaves, &b_ran[i]), 0);
+	weft_destroy(rt);
+	cr_assert_eq(join_leaves, 3000);
+}
+
+/* From a thread that is not a worker: a runs here, b on a worker. */
+static void where_am_i(void *p)
+{
+	*(int *)p = weft_current_worker();
+}
+
+Test(spawn, join_from_outside_thread)
+{
+	setup_rt(0);
+	int wa = -2, wb = -2;
+	cr_assert_eq(weft_join(rt, where_am_i, &wa, where_am_i, &wb), 0);
+	cr_assert_eq(wa, -1);
+	cr_assert(wb >= 0 && wb < (int)weft_worker_count(rt), "b ran on %d", wb);
 	weft_destroy(rt);
 }
 

@@ -40,6 +40,22 @@ WEFT_API int weft_group_spawn(weft_rt *rt, struct weft_group *g, void (*fn)(void
 /* Return once every task spawned into g has finished. */
 WEFT_API void weft_group_wait(weft_rt *rt, struct weft_group *g);
 
+/*
+ * Run a(arg_a) and b(arg_b), possibly at the same time, and return once
+ * both have finished: the fork-join of one spawn (rayon::join, Lace's
+ * SPAWN/SYNC).  On a worker of rt, b is made stealable, a runs on the
+ * calling thread, and b then runs here too unless a thief took it; then
+ * the worker helps (its own tasks, stealing) until b is done.  No
+ * allocation: b's frame is on this call's stack.  From any other thread b
+ * goes through the injection queue, a runs here, and the thread sleeps
+ * until b is done.
+ *
+ * 0, or -EINVAL (NULL rt, a or b; nothing runs), -ESHUTDOWN or -ENOMEM
+ * from another thread as weft_spawn (nothing runs).  On a worker it does
+ * not fail: when b cannot be made stealable, both run here.
+ */
+WEFT_API int weft_join(weft_rt *rt, void (*a)(void *arg_a), void *arg_a, void (*b)(void *arg_b), void *arg_b);
+
 WEFT_END_DECLS
 
 #endif
