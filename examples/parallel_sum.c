@@ -1,7 +1,8 @@
 /*
- * parallel_sum.c: divide and conquer with nested groups.  Sums an array by
- * splitting it in halves until a piece is small, one task per half; shows
- * per-worker stats at the end (tasks run, steals, parks).
+ * parallel_sum.c: divide and conquer with weft_join.  Sums an array by
+ * splitting it in halves until a piece is small: one half runs here, the
+ * other is offered to thieves; shows per-worker stats at the end (tasks
+ * run, steals, parks).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,11 +28,8 @@ static void sum_task(void *p)
 	}
 	struct range left = { r->a, r->n / 2, 0 };
 	struct range right = { r->a + r->n / 2, r->n - r->n / 2, 0 };
-	struct weft_group g;
-	weft_group_init(&g);
-	weft_group_spawn(rt, &g, sum_task, &left);
-	sum_task(&right);
-	weft_group_wait(rt, &g);
+	/* On a worker a join does not fail. */
+	weft_join(rt, sum_task, &right, sum_task, &left);
 	r->sum = left.sum + right.sum;
 }
 
@@ -46,9 +44,12 @@ int main(int argc, char **argv)
 	if (weft_create(&rt, NULL) < 0)
 		return 1;
 	struct range all = { a, n, 0 };
+	/* From this thread (not a worker): the root task goes to a worker
+	 * and this thread sleeps until its group is done. */
 	struct weft_group g;
 	weft_group_init(&g);
-	weft_group_spawn(rt, &g, sum_task, &all);
+	if (weft_group_spawn(rt, &g, sum_task, &all) < 0)
+		return 1;
 	weft_group_wait(rt, &g);
 	long expect = 0;
 	for (size_t i = 0; i < n; i++)
