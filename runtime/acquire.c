@@ -299,7 +299,8 @@ struct weft_acquire {
 
 	/* Counted under `lock`. */
 	uint64_t waits, wakeups, spurious, cancelled;
-	/* Counted with relaxed RMWs: from threads that are not workers. */
+	/* Counted with relaxed RMWs: from threads that are not workers and
+	 * have no submitter record (its allocation failed). */
 	uint64_t grants_fast_outside;
 	/* Dispatches in flight that rt_try_exit cannot see: those of threads
 	 * that are not workers, and the cancels of acquire_cancel_stuck.
@@ -949,8 +950,13 @@ static int acquire_slow(struct weft_rt *rt, struct weft_grant *g, bool wait)
 static void count_fast_grant(struct weft_rt *rt)
 {
 	struct weft_worker *w = weft_tls_worker;
-	if (w && w->rt == rt)
+	if (w && w->rt == rt) {
 		count(&w->stats.grants_fast);
+		return;
+	}
+	struct submitter *rec = rt_submitter(rt);
+	if (likely(rec))
+		count(&rec->grants_fast);
 	else
 		fetch_add_relaxed(&rt->acq->grants_fast_outside, 1);
 }
@@ -1506,6 +1512,10 @@ void acquire_stats(struct weft_rt *rt, struct weft_acquire_stats *out)
 	uint64_t fast = load_relaxed(&a->grants_fast_outside);
 	for (unsigned i = 0; i < rt->nworkers; i++)
 		fast += load_relaxed(&rt->workers[i]->stats.grants_fast);
+	pthread_mutex_lock(&rt->submitters_lock);
+	for (struct submitter *rec = rt->submitters; rec; rec = rec->next)
+		fast += load_relaxed(&rec->grants_fast);
+	pthread_mutex_unlock(&rt->submitters_lock);
 	struct core_ctx cx = CORE_CTX_INIT;
 	core_lock(a, &cx);
 	sched_get_stats(a->core, &s);

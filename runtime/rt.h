@@ -133,6 +133,10 @@ struct submitter {
 	void *grant_all;
 	void *grant_local;
 	unsigned grant_total;
+	/* Requests this thread got on the lock-free path: written by the
+	 * thread alone (relaxed stores), summed by weft_stats, so an
+	 * uncontended try_acquire makes no shared RMW just to be counted. */
+	uint64_t grants_fast;
 	void *grant_remote WEFT_ALIGNED;
 };
 

@@ -57,6 +57,37 @@ Test(acquire, read_read_share_write_excludes)
 	weft_destroy(rt);
 }
 
+/* Lock-free grants to threads that are not workers are counted per thread
+ * (no shared RMW); weft_stats still adds up every one of them. */
+static void *try_pairs(void *p)
+{
+	long n = (long)(intptr_t)p;
+	struct weft_dep d[2] = { R(1), W(2 + (uint32_t)(n & 1)) };
+	for (long i = 0; i < n; i++) {
+		struct weft_grant *g;
+		int r;
+		while ((r = weft_try_acquire(rt, d, 2, &g)) == -EBUSY)
+			sched_yield();
+		cr_assert_eq(r, 0);
+		weft_release(g);
+	}
+	return NULL;
+}
+
+Test(acquire, fast_grants_outside_are_all_counted, .timeout = 30)
+{
+	create(1, 0);
+	pthread_t th;
+	cr_assert_eq(pthread_create(&th, NULL, try_pairs, (void *)(intptr_t)1001), 0);
+	try_pairs((void *)(intptr_t)2000);
+	cr_assert_eq(pthread_join(th, NULL), 0);
+	static struct weft_stats st;
+	cr_assert_eq(weft_stats(rt, &st), 0);
+	cr_assert_eq(st.acquire.grants, 3001);
+	cr_assert_eq(st.acquire.grants_fast, 3001);
+	weft_destroy(rt);
+}
+
 Test(acquire, duplicates_merge_write_wins)
 {
 	create(2, 0);
