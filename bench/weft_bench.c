@@ -248,33 +248,6 @@ struct fib_result {
 	double ns_spawn;/* (ms - serial ms) / spawns */
 };
 
-/* Median time of fn(ctx, n) over the mode's repetitions, after one smaller
- * warm-up run (thread start-up, first touch of stacks and arenas).  Every
- * result is checked. */
-static void fib_time(struct fib_result *res, uint64_t (*fn)(void *, int), void *ctx, int n)
-{
-	const uint64_t expect = fib_iter(n);
-	double t[MAX_REPS];
-
-	/* A pause first, so threads of the variant before have gone idle. */
-	bench_sleep_ns(50000000);
-	(void)fn(ctx, n > 8 ? n - 4 : n);
-	for (unsigned i = 0; i < M.reps; i++) {
-		uint64_t t0 = bench_now_ns(), v;
-
-		v = fn(ctx, n);
-		t[i] = (double)(bench_now_ns() - t0) / 1e6;
-		if (v != expect) {
-			snprintf(res->why, sizeof res->why, "ERROR: returned %llu, not %llu",
-				 (unsigned long long)v, (unsigned long long)expect);
-			errors++;
-			return;
-		}
-	}
-	res->ms = bench_median(t, M.reps);
-	res->ok = true;
-}
-
 static bool fib_check_failures(struct fib_result *res)
 {
 	if (atomic_load(&fib_spawn_failures) == 0)
@@ -293,14 +266,16 @@ struct fib_variant {
 	void *ctx;
 };
 
-/* fib_time for several implementations in turns: a warm-up of each, then
- * rounds of one run each, so that a VM that slows down for a while slows
- * all of them; the median of each.  At least 9 rounds (a run is a few
- * milliseconds in quick mode). */
-static void fib_time_turns(struct fib_variant *v, size_t nv, int n)
+/* Time several implementations of fib(n) in turns: after a pause (so
+ * threads of the variant before have gone idle) and a smaller warm-up run
+ * of each (thread start-up, first touch of stacks and arenas), rounds of
+ * one run each, so that a VM that slows down for a while slows all of
+ * them; the median of each.  The mode's repetitions, and at least
+ * min_rounds.  Every result is checked. */
+static void fib_time_turns(struct fib_variant *v, size_t nv, int n, unsigned min_rounds)
 {
 	const uint64_t expect = fib_iter(n);
-	unsigned rounds = M.reps < 9 ? 9 : M.reps;
+	unsigned rounds = M.reps < min_rounds ? min_rounds : M.reps;
 	double t[FIB_TURNS_MAX][MAX_REPS];
 
 	if (nv > FIB_TURNS_MAX)
@@ -332,6 +307,14 @@ static void fib_time_turns(struct fib_variant *v, size_t nv, int n)
 	for (size_t k = 0; k < nv; k++)
 		if (v[k].res->ok)
 			v[k].res->ms = bench_median(t[k], rounds);
+}
+
+/* One implementation alone. */
+static void fib_time(struct fib_result *res, uint64_t (*fn)(void *, int), void *ctx, int n)
+{
+	struct fib_variant v = { res, fn, ctx };
+
+	fib_time_turns(&v, 1, n, 0);
 }
 
 static void fib_weft_measure(struct fib_result *res, unsigned workers, int n)
@@ -383,7 +366,8 @@ static void fib_one_cpu_measure(struct fib_result *serial, struct fib_result *jo
 			{ join1, fib_join_root, rt },
 			{ group1, fib_weft_root, rt },
 		};
-		fib_time_turns(v, sizeof v / sizeof v[0], n);
+		/* A run is a few milliseconds in quick mode: 9 rounds at least. */
+		fib_time_turns(v, sizeof v / sizeof v[0], n, 9);
 	}
 	if (pinned)
 		sched_setaffinity(0, sizeof old, &old);
