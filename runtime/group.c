@@ -266,6 +266,7 @@ static void group_wait_worker(struct weft_worker *w, struct weft_group *g)
 	 * the last spinner's look. */
 	if (w->spinning)
 		park_spin_end(w, true);
+	group_flush_pending(w);
 }
 
 static void group_wait_thread(struct weft_group *g)
@@ -305,6 +306,7 @@ static __attribute__((noinline)) void group_wait_general(struct weft_worker *w, 
 		}
 		worker_run_task(w, t);
 	}
+	group_flush_pending(w);
 }
 
 static __attribute__((noinline)) void group_wait_other(weft_rt *rt, struct weft_group *g)
@@ -334,9 +336,10 @@ void weft_group_wait(weft_rt *rt, struct weft_group *g)
 	 * own child, counted in g->local.  Run it with the bookkeeping cut to
 	 * what that case needs: nothing to publish or wake for, no other
 	 * group's count pending, and a frame of our own arena (a
-	 * TASK_COUNTED_LOCAL task of g was pushed by g's owner, w, see
-	 * task.h).  Anything else goes to group_wait_general, which keeps
-	 * only w and g live across the task call here. */
+	 * TASK_COUNTED_LOCAL task of g, a group a caller can name, was pushed
+	 * by g's owner, w, through weft_group_spawn, see task.h).  Anything
+	 * else goes to group_wait_general, which keeps only w and g live
+	 * across the task call here. */
 	for (;;) {
 		struct weft_deque *d = &w->deque;
 		int64_t b = d->bottom;
@@ -382,6 +385,8 @@ static __attribute__((noinline)) int join_other(weft_rt *rt, void (*fa)(void *),
 	return 0;
 }
 
+_Static_assert(WEFT_MAX_WORKERS < TASK_NO_ARENA, "no worker's arena index is TASK_NO_ARENA");
+
 /* weft_join's frame: b's task, in a group of one. */
 struct join_frame {
 	struct weft_task t;
@@ -404,8 +409,10 @@ static __attribute__((noinline)) void join_push_slow(struct weft_worker *w, stru
 						     void (*fa)(void *), void *a)
 {
 	if (deque_push(&w->deque, &j->t) != 0) {
-		/* No room to make b stealable: a join may run both here. */
+		/* No room to make b stealable: a join may run both here (b
+		 * still counts as a task run, as on every other path). */
 		fa(a);
+		count(&w->stats.tasks_run);
 		j->t.fn(j->t.arg);
 		return;
 	}

@@ -293,6 +293,15 @@ static inline int rt_push_local(struct weft_worker *w, void (*fn)(void *), void 
 	return 0;
 }
 
+/* A wait on a worker is over: hand over the decrements it batched while it
+ * helped, before the caller goes on with what may be a long stretch that
+ * neither searches nor parks (a waiter of those groups would wait for it). */
+static inline void group_flush_pending(struct weft_worker *w)
+{
+	if (unlikely(w->pend_group != NULL))
+		group_flush(w);
+}
+
 /* A task of g finished on w.  The owner's own tasks come off its local
  * count; others are batched per worker and subtracted from the shared
  * count when the worker moves to another group or runs out of work (see

@@ -16,17 +16,19 @@ struct weft_group;
 
 enum {
 	/* The group count for this task lives in the group owner's private
-	 * `local` field (see group.c).  Set only by the owner's
-	 * weft_group_spawn through rt_push_local, so its frame comes from the
-	 * owner's arena (it may move to a thief's deque in a batch steal):
+	 * `local` field (see group.c).  Set only by the owner: by
+	 * weft_group_spawn through rt_push_local, whose frame comes from the
+	 * owner's arena (it may move to a thief's deque in a batch steal), so
 	 * the owner's weft_group_wait fast path frees it there without
-	 * looking at `arena`. */
+	 * looking at `arena`; and by weft_join for its frame on the stack
+	 * (arena TASK_NO_ARENA), whose group no caller of weft_group_wait can
+	 * name, so that fast path never sees it. */
 	TASK_COUNTED_LOCAL = 1u << 0,
 };
 
 /* `arena` of a frame that is no arena's: weft_join's frame on the joining
  * worker's stack (group.c), valid until its group is done.  Nobody frees
- * it. */
+ * it.  Worker indices stay below it. */
 #define TASK_NO_ARENA 0xffffu
 
 struct weft_task {

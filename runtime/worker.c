@@ -20,9 +20,10 @@
  *   - A frame is freed (to its owner's arena) before the task runs, so
  *     the next spawn reuses a hot line; fn/arg/group are copied out first.
  *   - A worker's batched group decrements (pend_group, see group.c) are
- *     flushed before it runs a task of another group and whenever its
- *     search comes back empty, so a group looks finished late by at most
- *     one fruitless search, never early.
+ *     flushed before it runs a task of another group, whenever its search
+ *     comes back empty, and when a wait it helped in returns (its caller
+ *     may then run for long without searching), so a group looks finished
+ *     late by at most one fruitless search or one task, never early.
  *   - No task is lost at shutdown: a worker parks in the main loop only
  *     with an empty deque, and termination needs every worker parked there
  *     with every queue empty (see rt.c).
@@ -483,6 +484,7 @@ void worker_help_until(struct weft_worker *w, bool (*done)(void *ctx), void *ctx
 	 * spinner's look (park_spin_end). */
 	if (w->spinning)
 		park_spin_end(w, true);
+	group_flush_pending(w);
 }
 
 static bool main_recheck(void *p)

@@ -216,6 +216,117 @@ Test(spawn, join_with_newer_tasks_above_b, .timeout = 60)
 	cr_assert_eq(join_leaves, 3000);
 }
 
+/* A worker that ran a stolen b while it waited in its own join hands the
+ * count over when its wait ends, not when it next runs out of work: here
+ * P's worker steals Q's b while waiting for its own b, its own b finishes
+ * meanwhile, and then (its join done) it computes for 200 ms without
+ * spawning or waiting.  Q's join must
+ * not wait for that.  The schedule is arranged with flags; a round in
+ * which another worker took Q's b does not count. */
+static int pq_p_worker, pq_bq_worker;
+static int pq_bp_started, pq_bp_done, pq_bq_started, pq_bq_done;
+static uint64_t pq_bq_done_ns, pq_q_ret_ns;
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void pq_spin_until(int *flag, double seconds)
+{
+	double until = now_sec() + seconds;
+	while (!__atomic_load_n(flag, __ATOMIC_ACQUIRE) && now_sec() < until)
+		cr_assert_eq(weft_join(rt, nothing, NULL, nothing, NULL), 0);
+}
+
+static void pq_ap(void *p)
+{
+	(void)p;
+	pq_spin_until(&pq_bp_started, 10);
+}
+
+static void pq_bp(void *p)
+{
+	(void)p;
+	__atomic_store_n(&pq_bp_started, 1, __ATOMIC_RELEASE);
+	/* Keep this worker busy until Q's b has started (on P's worker, if
+	 * the round goes as planned), so that P's worker is the one to take
+	 * it; then finish, so that P's join is done while Q's b still runs. */
+	double until = now_sec() + 10;
+	while (!__atomic_load_n(&pq_bq_started, __ATOMIC_ACQUIRE) && now_sec() < until)
+		;
+	__atomic_store_n(&pq_bp_done, 1, __ATOMIC_RELEASE);
+}
+
+static void pq_p(void *p)
+{
+	(void)p;
+	__atomic_store_n(&pq_p_worker, weft_current_worker(), __ATOMIC_RELEASE);
+	cr_assert_eq(weft_join(rt, pq_ap, NULL, pq_bp, NULL), 0);
+	/* The continuation: long, and no spawn or wait in it. */
+	double until = now_sec() + 0.2;
+	while (now_sec() < until)
+		;
+}
+
+static void pq_aq(void *p)
+{
+	(void)p;
+	pq_spin_until(&pq_bq_started, 10);
+}
+
+static void pq_bq(void *p)
+{
+	(void)p;
+	__atomic_store_n(&pq_bq_worker, weft_current_worker(), __ATOMIC_RELAXED);
+	__atomic_store_n(&pq_bq_started, 1, __ATOMIC_RELEASE);
+	/* Until P's b is over and its worker has handed that in (it does
+	 * once its next search finds nothing, well within 5 ms). */
+	double until = now_sec() + 10;
+	while (!__atomic_load_n(&pq_bp_done, __ATOMIC_ACQUIRE) && now_sec() < until)
+		;
+	usleep(5000);
+	__atomic_store_n(&pq_bq_done_ns, mono_ns(), __ATOMIC_RELAXED);
+	__atomic_store_n(&pq_bq_done, 1, __ATOMIC_RELEASE);
+}
+
+static void pq_q(void *p)
+{
+	(void)p;
+	cr_assert_eq(weft_join(rt, pq_aq, NULL, pq_bq, NULL), 0);
+	__atomic_store_n(&pq_q_ret_ns, mono_ns(), __ATOMIC_RELEASE);
+}
+
+Test(spawn, join_not_held_up_by_a_helper_that_moved_on, .timeout = 120)
+{
+	setup_rt(3);
+	int matched = 0;
+	for (int round = 0; round < 40 && matched < 3; round++) {
+		pq_p_worker = pq_bq_worker = -1;
+		pq_bp_started = pq_bp_done = pq_bq_started = pq_bq_done = 0;
+		pq_q_ret_ns = 0;
+		struct weft_group g;
+		weft_group_init(&g);
+		cr_assert_eq(weft_group_spawn(rt, &g, pq_p, NULL), 0);
+		double until = now_sec() + 10;
+		while (!__atomic_load_n(&pq_bp_started, __ATOMIC_ACQUIRE) && now_sec() < until)
+			usleep(100);
+		usleep(2000); /* P's worker is now waiting in its join */
+		cr_assert_eq(weft_group_spawn(rt, &g, pq_q, NULL), 0);
+		weft_group_wait(rt, &g);
+		if (pq_bq_worker != pq_p_worker)
+			continue;
+		matched++;
+		double late_ms = (double)(pq_q_ret_ns - pq_bq_done_ns) / 1e6;
+		cr_log_info("round %d: Q's join returned %.3f ms after its b finished", round, late_ms);
+		cr_assert_lt(late_ms, 100, "Q's join waited %.1f ms for the worker that ran its b", late_ms);
+	}
+	cr_assert_geq(matched, 1, "the schedule under test never happened in 40 rounds");
+	weft_destroy(rt);
+}
+
 /* From a thread that is not a worker: a runs here, b on a worker. */
 static void where_am_i(void *p)
 {
