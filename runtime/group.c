@@ -19,13 +19,10 @@
  *   Before sleeping the waiter moves local into S and sets W with one RMW
  *   (fetch_add of 2*local + 1).  From then on S is the whole count.  The
  *   completer whose decrement leaves shared == 1 (S = 0, W set) reads
- *   `waiter`, wakes it (the worker's park token, or FUTEX_WAKE on
- *   `shared`), then stores shared = 0.  The waiter returns only after it
- *   sees shared == 0, so that store is the completer's last access to the
- *   group, and the wake came before it: no wake can arrive late, at a later
- *   wait that reuses the address (it would count as spurious there).  A
- *   waiter that reads 1 waits for the store without sleeping: the
- *   completer's wake may already be spent.
+ *   `waiter`, stores shared = 0 and wakes it.  The waiter returns only
+ *   after it sees shared == 0, so the completer's last access to the group
+ *   is that store; the wake that follows uses only the worker (which
+ *   outlives groups) or the futex address (FUTEX_WAKE does not read it).
  *   A worker that wakes for other work first clears W again (unless the
  *   count reached zero meanwhile), so no completer can see "zero" while
  *   the owner is back to counting in local.
@@ -68,19 +65,17 @@ void weft_group_init(struct weft_group *g)
 	g->owner = thread_token();
 }
 
-/* The last decrement found the waiter bit: wake, then hand over (see
- * "Sleeping waiter" above for why in this order). */
+/* The last decrement found the waiter bit: hand over and wake. */
 static void group_finish(struct weft_group *g)
 {
 	struct weft_worker *waiter = g->waiter;
+	/* release: the waiter's load_acquire of 0 sees every task's effects
+	 * (they were released into `shared` by the decrements before ours). */
+	store_release(&g->shared, 0);
 	if (waiter)
 		park_notify(waiter);
 	else
 		os_futex_wake(&g->shared, 1);
-	/* release: the waiter's load_acquire of 0 sees every task's effects
-	 * (they were released into `shared` by the decrements before ours).
-	 * The group may be gone once this is visible. */
-	store_release(&g->shared, 0);
 }
 
 static void group_sub(struct weft_group *g, uint32_t n)
@@ -283,15 +278,8 @@ static void group_wait_thread(struct weft_group *g)
 		return;
 	}
 	/* acquire: pairs with group_finish's store_release. */
-	while ((v = load_acquire(&g->shared)) != 0) {
-		if (v == 1) {
-			/* The last completer has woken us and is about to store
-			 * 0: a few instructions, unless it was preempted. */
-			sched_yield();
-			continue;
-		}
+	while ((v = load_acquire(&g->shared)) != 0)
 		os_futex_wait(&g->shared, v, -1);
-	}
 }
 
 /* weft_group_wait on a worker of the group's runtime, past the fast path:

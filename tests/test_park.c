@@ -2,14 +2,10 @@
  * test_park.c: parking and waking.  A million spawn -> park -> wake cycles
  * with no lost wakeup (a watchdog turns a hang into a failure), an idle
  * runtime that burns no CPU, spurious wakeups injected through the OS
- * layer, a waiter that stops spinning handing the wake on, and no late
- * wake after a group wait returned.
+ * layer, and a waiter that stops spinning handing the wake on.
  */
 #include <errno.h>
-#include <linux/futex.h>
 #include <sys/resource.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 #include <weft.h>
 
 #include "os.h"
@@ -202,62 +198,4 @@ Test(park, waiter_that_stops_spinning_passes_the_wake_on, .timeout = 120)
 		cr_assert_eq(handoff_stuck, 0, "round %d: T waited behind a busy worker while the other slept", i);
 	}
 	weft_destroy(rt);
-}
-
-/* ---- a group's wake never lands after its wait returned ---- */
-
-/* Waits and wakes on one address (the group's count) are slowed down: the
- * waiter looks once more only 1 ms after deciding to sleep, the waker
- * makes its FUTEX_WAKE 2 ms late.  A completer that stored "done" before
- * waking would let the waiter return first; its wake would then hit
- * whatever waits at that address next. */
-static uint32_t *slow_word;
-
-static int slow_wait(uint32_t *word, uint32_t expected, int64_t timeout_ns)
-{
-	if (word == __atomic_load_n(&slow_word, __ATOMIC_RELAXED))
-		usleep(1000);
-	return weft_os_default()->futex_wait(word, expected, timeout_ns);
-}
-
-static int slow_wake(uint32_t *word, int n)
-{
-	if (word == __atomic_load_n(&slow_word, __ATOMIC_RELAXED))
-		usleep(2000);
-	return weft_os_default()->futex_wake(word, n);
-}
-
-static void nothing(void *p)
-{
-	(void)p;
-}
-
-Test(park, group_wake_never_lands_after_the_wait, .timeout = 60)
-{
-	struct weft_os os = *weft_os_default();
-	os.futex_wait = slow_wait;
-	os.futex_wake = slow_wake;
-	weft_os_set(&os);
-	cr_assert_eq(weft_create(&rt, NULL), 0);
-	int late = 0;
-	for (int round = 0; round < 20; round++) {
-		struct weft_group g;
-		weft_group_init(&g);
-		__atomic_store_n(&slow_word, &g.shared, __ATOMIC_RELAXED);
-		cr_assert_eq(weft_group_spawn(rt, &g, nothing, NULL), 0);
-		weft_group_wait(rt, &g);
-		/* The group is done: its memory is ours again.  Anything that
-		 * wakes a futex wait here now is a late wake meant for the
-		 * group's waiter. */
-		uint32_t *word = &g.shared;
-		__atomic_store_n(word, 7, __ATOMIC_RELAXED);
-		struct timespec ts = { 0, 20 * 1000 * 1000 };
-		long r = syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE, 7, &ts, NULL, 0);
-		if (r == 0)
-			late++;
-		__atomic_store_n(&slow_word, NULL, __ATOMIC_RELAXED);
-	}
-	weft_destroy(rt);
-	weft_os_set(NULL);
-	cr_assert_eq(late, 0, "%d of 20 group waits were followed by a late wake", late);
 }
