@@ -93,8 +93,10 @@ enum { G_CALLBACK, G_SPAWN, G_WAIT };
  * finds it so stores the final value with WAIT_WAKING, wakes, then stores
  * the final value alone, and the waiter does not return while WAKING is
  * set: the wake can never arrive late, at a later wait on the same stack
- * address (where it would be a spurious wakeup).  A worker waits by
- * helping (worker_help_until) and is told through its park token.
+ * address (where it would be a spurious wakeup).  While WAKING is set the
+ * waiter yields a few times, then sleeps in short timed waits: it never
+ * spins for as long as a preempted waker is off its CPU.  A worker waits
+ * by helping (worker_help_until) and is told through its park token.
  */
 enum { WAIT_PENDING = 0, WAIT_GRANTED = 1, WAIT_CANCELLED = 2, WAIT_SLEEPING = 3, WAIT_WAKING = 4 };
 
@@ -1209,14 +1211,26 @@ static bool wait_done(void *p)
 /* A thread that is not a worker sleeps until the word is final. */
 static void wait_sleeping(struct weft_acquire *a, struct wait_slot *s)
 {
+	unsigned waking_seen = 0;
 	for (;;) {
 		/* acquire: pairs with wake_waiter's stores and CAS. */
 		uint32_t v = load_acquire(&s->word);
 		if (v == WAIT_GRANTED || v == WAIT_CANCELLED)
 			return;
 		if (v & WAIT_WAKING) {
-			/* The waker is between its wake and its last store. */
-			sched_yield();
+			/* The waker is between its wake and its last store: a few
+			 * instructions, unless it lost its CPU (often to us).  Yield
+			 * a few times, then sleep in short timed waits: a yield
+			 * never lets a lower-priority waker run, and a preempted
+			 * one must not make us spin for its whole time slice.
+			 * 50 us, doubling to 1 ms: the store wakes nobody. */
+			if (++waking_seen <= 8) {
+				sched_yield();
+			} else {
+				unsigned k = waking_seen - 9;
+				int64_t ns = (int64_t)50000 << (k < 5 ? k : 5);
+				os_futex_wait(&s->word, v, ns < 1000000 ? ns : 1000000);
+			}
 			continue;
 		}
 		if (v == WAIT_PENDING) {

@@ -12,8 +12,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <weft.h>
 
+#include "os.h"
 #include "testutil.h"
 
 static weft_rt *rt;
@@ -86,6 +88,66 @@ Test(acquire, fast_grants_outside_are_all_counted, .timeout = 30)
 	cr_assert_eq(st.acquire.grants, 3001);
 	cr_assert_eq(st.acquire.grants_fast, 3001);
 	weft_destroy(rt);
+}
+
+/* A waker that loses its CPU between its FUTEX_WAKE and its last store
+ * (stood in for by a wake that returns 20 ms late, on the releasing thread
+ * only) must not make the woken weft_acquire_wait spin meanwhile. */
+static __thread int stall_my_wakes;
+
+static int stalling_wake(uint32_t *word, int n)
+{
+	int r = weft_os_default()->futex_wake(word, n);
+	if (stall_my_wakes)
+		usleep(20 * 1000);
+	return r;
+}
+
+static double thread_cpu_ms(void)
+{
+	struct rusage ru;
+	getrusage(RUSAGE_THREAD, &ru);
+	return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e3 +
+	       (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e3;
+}
+
+static double waiter_cpu_ms;
+
+static void *blocked_waiter(void *p)
+{
+	(void)p;
+	struct weft_dep w5 = W(5);
+	struct weft_grant *g;
+	double c0 = thread_cpu_ms();
+	cr_assert_eq(weft_acquire_wait(rt, &w5, 1, &g), 0);
+	waiter_cpu_ms = thread_cpu_ms() - c0;
+	weft_release(g);
+	return NULL;
+}
+
+Test(acquire, woken_waiter_does_not_spin_on_a_stalled_waker, .timeout = 30)
+{
+	struct weft_os os = *weft_os_default();
+	os.futex_wake = stalling_wake;
+	weft_os_set(&os);
+	create(1, 0);
+	struct weft_dep w5 = W(5);
+	struct weft_grant *held;
+	cr_assert_eq(weft_try_acquire(rt, &w5, 1, &held), 0);
+	pthread_t th;
+	cr_assert_eq(pthread_create(&th, NULL, blocked_waiter, NULL), 0);
+	usleep(100 * 1000); /* the waiter is asleep by now */
+	stall_my_wakes = 1;
+	weft_release(held);
+	stall_my_wakes = 0;
+	cr_assert_eq(pthread_join(th, NULL), 0);
+	cr_log_info("the waiter used %.2f ms of CPU", waiter_cpu_ms);
+	cr_assert_lt(waiter_cpu_ms, 10, "the woken waiter spun for %.1f ms while the waker stalled", waiter_cpu_ms);
+	static struct weft_stats st;
+	cr_assert_eq(weft_stats(rt, &st), 0);
+	cr_assert_eq(st.acquire.spurious_wakeups, 0);
+	weft_destroy(rt);
+	weft_os_set(NULL);
 }
 
 Test(acquire, duplicates_merge_write_wins)

@@ -225,7 +225,7 @@ Test(spawn, join_with_newer_tasks_above_b, .timeout = 60)
  * which another worker took Q's b does not count. */
 static int pq_p_worker, pq_bq_worker;
 static int pq_bp_started, pq_bp_done, pq_bq_started, pq_bq_done;
-static uint64_t pq_bq_done_ns, pq_q_ret_ns;
+static uint64_t pq_bq_done_ns, pq_p_ret_ns, pq_q_ret_ns;
 
 static uint64_t mono_ns(void)
 {
@@ -265,6 +265,7 @@ static void pq_p(void *p)
 	(void)p;
 	__atomic_store_n(&pq_p_worker, weft_current_worker(), __ATOMIC_RELEASE);
 	cr_assert_eq(weft_join(rt, pq_ap, NULL, pq_bp, NULL), 0);
+	__atomic_store_n(&pq_p_ret_ns, mono_ns(), __ATOMIC_RELEASE);
 	/* The continuation: long, and no spawn or wait in it. */
 	double until = now_sec() + 0.2;
 	while (now_sec() < until)
@@ -306,7 +307,7 @@ Test(spawn, join_not_held_up_by_a_helper_that_moved_on, .timeout = 120)
 	for (int round = 0; round < 40 && matched < 3; round++) {
 		pq_p_worker = pq_bq_worker = -1;
 		pq_bp_started = pq_bp_done = pq_bq_started = pq_bq_done = 0;
-		pq_q_ret_ns = 0;
+		pq_p_ret_ns = pq_q_ret_ns = 0;
 		struct weft_group g;
 		weft_group_init(&g);
 		cr_assert_eq(weft_group_spawn(rt, &g, pq_p, NULL), 0);
@@ -316,7 +317,12 @@ Test(spawn, join_not_held_up_by_a_helper_that_moved_on, .timeout = 120)
 		usleep(2000); /* P's worker is now waiting in its join */
 		cr_assert_eq(weft_group_spawn(rt, &g, pq_q, NULL), 0);
 		weft_group_wait(rt, &g);
-		if (pq_bq_worker != pq_p_worker)
+		/* The case under test: Q's b ran on P's worker, and P's join
+		 * was over by then, so P's wait ended right after it (had P
+		 * still been waiting, it would have handed the count in on its
+		 * way to sleep, as the old code did too). */
+		if (pq_bq_worker != pq_p_worker || pq_p_ret_ns < pq_bq_done_ns ||
+		    pq_p_ret_ns - pq_bq_done_ns > 1000000)
 			continue;
 		matched++;
 		double late_ms = (double)(pq_q_ret_ns - pq_bq_done_ns) / 1e6;
