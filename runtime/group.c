@@ -392,7 +392,7 @@ static __attribute__((noinline)) void join_slow(struct join_frame *j)
 		group_wait_general(w, &j->g);
 }
 
-/* The deque is full and must grow (as rt_push_local_slow pushes). */
+/* The deque is full and must grow. */
 static __attribute__((noinline)) void join_push_slow(struct weft_worker *w, struct join_frame *j,
 						     void (*fa)(void *), void *a)
 {
@@ -404,7 +404,8 @@ static __attribute__((noinline)) void join_push_slow(struct weft_worker *w, stru
 		j->t.fn(j->t.arg);
 		return;
 	}
-	maybe_wake_for(w);
+	/* As the fast path's hint check would: publish on request, wake. */
+	rt_push_local_after(w);
 	fa(a);
 	join_slow(j);
 }

@@ -2,9 +2,9 @@
  * task.h: the task frame.
  *
  * A frame is one cache line taken from the spawning worker's arena
- * (arena.c), or weft_join's frame on the joiner's stack (group.c).  Deques hold pointers to frames; the injection queues copy
- * fn/arg/group inline instead, so threads that are not workers need no
- * frame.  `arena` names the worker whose arena the frame came from, so a
+ * (arena.c), or weft_join's frame on the joiner's stack (group.c).
+ * Deques hold pointers to frames; the injection queues copy fn/arg/group
+ * inline instead, so threads that are not workers need no frame.  `arena` names the worker whose arena the frame came from, so a
  * frame freed on another worker goes back to its owner.
  */
 #ifndef WEFT_TASK_H

@@ -333,6 +333,39 @@ Test(spawn, join_not_held_up_by_a_helper_that_moved_on, .timeout = 120)
 	weft_destroy(rt);
 }
 
+/* Joins nested deeper than the deque's first array (256 slots): the push
+ * that finds it full grows it (join_push_slow), and every b still runs
+ * once. */
+static uint64_t deep_bs;
+
+static void deep_b(void *p)
+{
+	(void)p;
+	__atomic_fetch_add(&deep_bs, 1, __ATOMIC_RELAXED);
+}
+
+static void deep_join(void *p)
+{
+	long depth = (long)(intptr_t)p;
+	if (depth == 0)
+		return;
+	cr_assert_eq(weft_join(rt, deep_join, (void *)(intptr_t)(depth - 1), deep_b, NULL), 0);
+}
+
+Test(spawn, join_deeper_than_the_deque, .timeout = 60)
+{
+	for (unsigned workers = 1; workers <= 2; workers++) {
+		setup_rt(workers);
+		deep_bs = 0;
+		struct weft_group g;
+		weft_group_init(&g);
+		cr_assert_eq(weft_group_spawn(rt, &g, deep_join, (void *)(intptr_t)2000), 0);
+		weft_group_wait(rt, &g);
+		cr_assert_eq(__atomic_load_n(&deep_bs, __ATOMIC_RELAXED), 2000);
+		weft_destroy(rt);
+	}
+}
+
 /* From a thread that is not a worker: a runs here, b on a worker. */
 static void where_am_i(void *p)
 {

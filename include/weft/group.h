@@ -57,8 +57,8 @@ WEFT_API void weft_group_wait(weft_rt *rt, struct weft_group *g);
  * "Stealable" as for any task a worker spawns (weft_group_spawn too): it
  * is offered to thieves at once when workers are parked and none is
  * looking for work, otherwise when a thief asks and this worker next
- * spawns or waits.  An a() that runs long
- * without either keeps b here until it returns.
+ * spawns or waits.  An a() that runs long without either keeps b here
+ * until it returns.
  */
 WEFT_API int weft_join(weft_rt *rt, void (*a)(void *arg_a), void *arg_a, void (*b)(void *arg_b), void *arg_b);
 
