@@ -33,7 +33,7 @@ enum bench_verdict { BENCH_NONE, BENCH_OK, BENCH_MISS, BENCH_ERROR };
 struct bench_row {
 	char group[16];  /* what --filter matches: fib, spawn, wake, ... */
 	char name[48];
-	char weft[48];   /* the weft cell */
+	char weft[72];   /* the weft cell */
 	char base[64];   /* the baseline cell, or "n/a (why)" */
 	char ratio[40];
 	char goal[28];

@@ -54,6 +54,7 @@ void ecs_not_run(struct ecs_result *r, const char *fmt, ...)
 	r->wait_p50_us = r->wait_p99_us = r->wait_max_us = NAN;
 	r->wakeups_per_grant = NAN;
 	r->spurious = 0;
+	r->waited_frac = r->reserved_frac = NAN;
 }
 
 /* ---------------- the task list ---------------- */
@@ -418,6 +419,8 @@ int ecs_load_finish(struct ecs_load *l, struct ecs_result *r)
 	r->wait_max_us = max;
 	r->wakeups_per_grant = NAN;
 	r->spurious = 0;
+	r->waited_frac = NAN;
+	r->reserved_frac = NAN;
 	free(wait);
 	return 0;
 }
@@ -531,6 +534,10 @@ int ecs_run_weft(const struct ecs_params *p, struct ecs_result *r)
 		}
 		r->wakeups_per_grant = st->acquire.grants ? (double)woken / (double)st->acquire.grants : NAN;
 		r->spurious = spurious;
+		if (st->acquire.grants) {
+			r->waited_frac = (double)st->acquire.waits / (double)st->acquire.grants;
+			r->reserved_frac = (double)st->acquire.reservations / (double)st->acquire.grants;
+		}
 	}
 out:
 	free(st);

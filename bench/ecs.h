@@ -46,6 +46,10 @@ struct ecs_result {
 	char why[96];
 	double tasks_per_s, ns_per_task, wait_p50_us, wait_p99_us, wait_max_us, wakeups_per_grant;
 	uint64_t spurious;
+	/* weft only (NAN elsewhere): the share of requests that had to wait,
+	 * and of those that used up their bypass budget and reserved their
+	 * components (a row whose reservations climb is in a convoy). */
+	double waited_frac, reserved_frac;
 };
 
 /* Each returns 0 or -errno (then ran is false and why says what failed).

@@ -1089,7 +1089,8 @@ static void ecs_config(bool zipf, double work_us)
 
 	row = bench_row_new("ecs", "  waits W=%gus %s", work_us, dist);
 	if (weft.ran) {
-		bench_weft(row, "p50 %.0f p99 %.0f max %.0f us", weft.wait_p50_us, weft.wait_p99_us, weft.wait_max_us);
+		bench_weft(row, "p50 %.0f p99 %.0f max %.0f us; %.1f%% waited, %.1f%% reserved", weft.wait_p50_us,
+			   weft.wait_p99_us, weft.wait_max_us, weft.waited_frac * 100, weft.reserved_frac * 100);
 		bench_base(row, "rwlock p99 %.0f us, max %.0f us", rw.ran ? rw.wait_p99_us : NAN, rw.ran ? rw.wait_max_us : NAN);
 		bench_ratio(row, "%.2f wakeups/grant, %llu spurious", weft.wakeups_per_grant,
 			    (unsigned long long)weft.spurious);
@@ -1102,6 +1103,8 @@ static void ecs_config(bool zipf, double work_us)
 	bench_metric(row, "weft_wait_p50_us", weft.ran ? weft.wait_p50_us : NAN);
 	bench_metric(row, "weft_wait_max_us", weft.ran ? weft.wait_max_us : NAN);
 	bench_metric(row, "weft_wakeups_per_grant", weft.ran ? weft.wakeups_per_grant : NAN);
+	bench_metric(row, "weft_waited_frac", weft.ran ? weft.waited_frac : NAN);
+	bench_metric(row, "weft_reserved_frac", weft.ran ? weft.reserved_frac : NAN);
 	bench_print_row(row);
 }
 
