@@ -76,6 +76,12 @@ Test(spawn, fib_one_worker, .timeout = 120)
 	weft_destroy(rt);
 }
 
+/* A task that counts itself in the counter it is given. */
+static void bump_counter(void *p)
+{
+	__atomic_fetch_add((uint64_t *)p, 1, __ATOMIC_RELAXED);
+}
+
 /* ---- weft_join ---- */
 
 static void fib_join_task(void *p)
@@ -182,17 +188,11 @@ Test(spawn, join_waits_for_a_stolen_b, .timeout = 120)
 static uint64_t join_leaves;
 static int b_ran[1000];
 
-static void join_leaf(void *p)
-{
-	(void)p;
-	__atomic_fetch_add(&join_leaves, 1, __ATOMIC_RELAXED);
-}
-
 static void spawn_leaves(void *p)
 {
 	(void)p;
 	for (int i = 0; i < 3; i++)
-		cr_assert_eq(weft_spawn(rt, join_leaf, NULL), 0);
+		cr_assert_eq(weft_spawn(rt, bump_counter, &join_leaves), 0);
 }
 
 static void mark_b(void *p)
@@ -338,18 +338,12 @@ Test(spawn, join_not_held_up_by_a_helper_that_moved_on, .timeout = 120)
  * once. */
 static uint64_t deep_bs;
 
-static void deep_b(void *p)
-{
-	(void)p;
-	__atomic_fetch_add(&deep_bs, 1, __ATOMIC_RELAXED);
-}
-
 static void deep_join(void *p)
 {
 	long depth = (long)(intptr_t)p;
 	if (depth == 0)
 		return;
-	cr_assert_eq(weft_join(rt, deep_join, (void *)(intptr_t)(depth - 1), deep_b, NULL), 0);
+	cr_assert_eq(weft_join(rt, deep_join, (void *)(intptr_t)(depth - 1), bump_counter, &deep_bs), 0);
 }
 
 Test(spawn, join_deeper_than_the_deque, .timeout = 60)
@@ -503,17 +497,11 @@ Test(spawn, current_worker_and_inner_spawn)
 
 static uint64_t leaves;
 
-static void leaf(void *p)
-{
-	(void)p;
-	__atomic_fetch_add(&leaves, 1, __ATOMIC_RELAXED);
-}
-
 static void fan_out(void *p)
 {
 	long n = (long)(intptr_t)p;
 	for (long i = 0; i < n; i++)
-		cr_assert_eq(weft_spawn(rt, leaf, NULL), 0, "spawns from tasks are allowed while draining");
+		cr_assert_eq(weft_spawn(rt, bump_counter, &leaves), 0, "spawns from tasks are allowed while draining");
 }
 
 Test(spawn, destroy_runs_pending_work, .timeout = 120)
