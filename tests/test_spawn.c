@@ -304,7 +304,7 @@ Test(spawn, join_not_held_up_by_a_helper_that_moved_on, .timeout = 120)
 {
 	setup_rt(3);
 	int matched = 0;
-	for (int round = 0; round < 40 && matched < 3; round++) {
+	for (int round = 0; round < 80 && matched < 3; round++) {
 		pq_p_worker = pq_bq_worker = -1;
 		pq_bp_started = pq_bp_done = pq_bq_started = pq_bq_done = 0;
 		pq_p_ret_ns = pq_q_ret_ns = 0;
@@ -329,7 +329,7 @@ Test(spawn, join_not_held_up_by_a_helper_that_moved_on, .timeout = 120)
 		cr_log_info("round %d: Q's join returned %.3f ms after its b finished", round, late_ms);
 		cr_assert_lt(late_ms, 100, "Q's join waited %.1f ms for the worker that ran its b", late_ms);
 	}
-	cr_assert_geq(matched, 1, "the schedule under test never happened in 40 rounds");
+	cr_assert_geq(matched, 1, "the schedule under test never happened in 80 rounds");
 	weft_destroy(rt);
 }
 
