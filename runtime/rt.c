@@ -151,6 +151,11 @@ static void worker_entry(void *p)
 	weft_tls_worker = NULL;
 }
 
+/* push_idle of workers of a runtime with several nodes: their pushes
+ * always take rt_push_local_after, which looks at the other nodes.  Only
+ * ever read. */
+static uint32_t rt_always_one = 1;
+
 static void free_rt(struct weft_rt *rt)
 {
 	io_fini(rt);
@@ -254,6 +259,7 @@ static int build(struct weft_rt *rt, const struct weft_config *cfg)
 			w->rng = 0x9E3779B97F4A7C15ULL * (idx + 1);
 			w->multi_node = t->nnodes > 1;
 			w->node_idle = &rt->nodes[n]->idle_state;
+			w->push_idle = w->multi_node ? &rt_always_one : w->node_idle;
 			if (deque_init_on(&w->deque, 8, t->node[n].os_node) < 0)
 				return -ENOMEM;
 			/* With other nodes, a split request gets half the

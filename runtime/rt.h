@@ -79,6 +79,9 @@ struct weft_worker {
 	uint64_t rng;
 	bool spinning;          /* counted in its node's idle_state */
 	bool multi_node;        /* the runtime has more than one node */
+	/* node_idle, or with several nodes a word that is always 1: the push
+	 * hint (rt_push_hint) reads one word for both conditions. */
+	uint32_t *push_idle;
 	uint32_t *node_idle;    /* &rt->nodes[node]->idle_state */
 	uint64_t local_wait_since; /* when it began waiting for own-node work */
 	/* Finished tasks of one group not yet subtracted from its shared
@@ -264,14 +267,23 @@ static inline void maybe_wake_for(struct weft_worker *w)
 /* group.c: the out-of-line halves of rt_push_local.  _slow is the whole
  * push when the arena's free list is empty or the deque is full; _after runs
  * once the task is on the deque and a thief asked for a split, or a worker
- * might need waking (maybe_wake_for's condition). */
+ * might need waking (rt_push_hint); also after the owner took its newest
+ * item back and a split request or a publication is pending. */
 int rt_push_local_slow(struct weft_worker *w, void (*fn)(void *), void *arg, struct weft_group *g, uint32_t flags);
 int rt_push_local_after(struct weft_worker *w);
+
+/* After a private push: does rt_push_local_after have anything to do?  A
+ * thief asked for a split, or a worker is idle (maybe_wake_for's
+ * condition; push_idle also stands for "several nodes").  relaxed: hints. */
+static inline bool rt_push_hint(const struct weft_worker *w, const struct weft_deque *d)
+{
+	return load_relaxed(&d->split_req) | load_relaxed(w->push_idle);
+}
 
 /* Push a task onto w's own deque (w is the calling worker).  The fast path
  * makes no call, so a caller that tail-calls it needs no stack frame: a
  * frame from the private free list, the private push (deque_push_at), and
- * one test of split_req, the node's idle word and multi_node together. */
+ * one test of rt_push_hint. */
 static inline int rt_push_local(struct weft_worker *w, void (*fn)(void *), void *arg, struct weft_group *g,
 				uint32_t flags)
 {
@@ -287,8 +299,7 @@ static inline int rt_push_local(struct weft_worker *w, void (*fn)(void *), void 
 	t->group = g;
 	t->flags = flags;
 	deque_push_at(d, b, t);
-	/* relaxed: hints, as in deque_push and maybe_wake_for. */
-	if (unlikely(load_relaxed(&d->split_req) | load_relaxed(w->node_idle) | w->multi_node))
+	if (unlikely(rt_push_hint(w, d)))
 		return rt_push_local_after(w);
 	return 0;
 }

@@ -183,6 +183,71 @@ Test(spawn, join_waits_for_a_stolen_b, .timeout = 120)
 	weft_destroy(rt);
 }
 
+/* A join of two long halves made while the other worker is busy: once
+ * that worker is free, it must be able to take b while a still runs, even
+ * though a never spawns or waits (split requests are answered only at
+ * pushes and pops; a lone b is published at its push for this).  The
+ * blocker keeps the other worker busy until a has started, i.e. until
+ * after b's push.  A round in which root and blocker ran on one worker is
+ * not the case under test and is not counted. */
+struct long_join {
+	int a_started, b_started, a_saw_b;
+	int root_worker, blocker_worker;
+};
+
+static void long_b(void *p)
+{
+	struct long_join *lj = p;
+	__atomic_store_n(&lj->b_started, 1, __ATOMIC_RELEASE);
+}
+
+static void long_a(void *p)
+{
+	struct long_join *lj = p;
+	double until = now_sec() + 2;
+	__atomic_store_n(&lj->a_started, 1, __ATOMIC_RELEASE);
+	/* No spawn, no join, no wait: a plain computation. */
+	while (!__atomic_load_n(&lj->b_started, __ATOMIC_ACQUIRE) && now_sec() < until)
+		;
+	lj->a_saw_b = __atomic_load_n(&lj->b_started, __ATOMIC_ACQUIRE);
+}
+
+static void long_root(void *p)
+{
+	struct long_join *lj = p;
+	lj->root_worker = weft_current_worker();
+	cr_assert_eq(weft_join(rt, long_a, lj, long_b, lj), 0);
+}
+
+static void long_blocker(void *p)
+{
+	struct long_join *lj = p;
+	double until = now_sec() + 2;
+	lj->blocker_worker = weft_current_worker();
+	while (!__atomic_load_n(&lj->a_started, __ATOMIC_ACQUIRE) && now_sec() < until)
+		;
+}
+
+Test(spawn, join_of_long_halves_runs_side_by_side, .timeout = 120)
+{
+	setup_rt(2);
+	int cases = 0;
+	for (int round = 0; round < 100 && cases < 10; round++) {
+		struct long_join lj = { .root_worker = -1, .blocker_worker = -1 };
+		struct weft_group g;
+		weft_group_init(&g);
+		cr_assert_eq(weft_group_spawn(rt, &g, long_blocker, &lj), 0);
+		cr_assert_eq(weft_group_spawn(rt, &g, long_root, &lj), 0);
+		weft_group_wait(rt, &g);
+		if (lj.root_worker == lj.blocker_worker)
+			continue;
+		cases++;
+		cr_assert(lj.a_saw_b, "b did not start while a ran for 2 s (round %d): the join ran serially", round);
+	}
+	cr_assert_eq(cases, 10, "root and blocker ran on different workers in only %d rounds", cases);
+	weft_destroy(rt);
+}
+
 /* a leaves newer tasks above b (spawned, not waited for): the join takes
  * its slow path, still runs b before returning, and the leaves all run. */
 static uint64_t join_leaves;

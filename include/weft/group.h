@@ -54,11 +54,14 @@ WEFT_API void weft_group_wait(weft_rt *rt, struct weft_group *g);
  * from another thread as weft_spawn (nothing runs).  On a worker it does
  * not fail: when b cannot be made stealable, both run here.
  *
- * "Stealable" as for any task a worker spawns (weft_group_spawn too): it
- * is offered to thieves at once when workers are parked and none is
- * looking for work, otherwise when a thief asks and this worker next
- * spawns or waits.  An a() that runs long without either keeps b here
- * until it returns.
+ * "Stealable": b is offered to thieves at once when workers are parked
+ * and none is looking for work, or when b is this worker's only queued
+ * task and every worker is busy (a join of two long halves then runs side
+ * by side as soon as another worker is free).  Otherwise, as for any task
+ * a worker spawns (weft_group_spawn too), when a thief asks and this
+ * worker next spawns or waits: an a() that computes for long without
+ * either, while other tasks are queued here or a worker was looking for
+ * work at the call, keeps b here until it returns.
  */
 WEFT_API int weft_join(weft_rt *rt, void (*a)(void *arg_a), void *arg_a, void (*b)(void *arg_b), void *arg_b);
 
