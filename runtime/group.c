@@ -136,7 +136,6 @@ __attribute__((noinline)) int rt_push_local_after(struct weft_worker *w)
 	return 0;
 }
 
-
 /* Every case but "a worker of rt spawns into a group it owns". */
 static __attribute__((noinline)) int group_spawn_other(weft_rt *rt, struct weft_group *g, void (*fn)(void *arg),
 						       void *arg)
