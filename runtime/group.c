@@ -381,13 +381,41 @@ struct join_frame {
 	struct weft_group g;
 };
 
-/* b could not be taken back from the top of our deque: it was stolen or
- * published, or a() left newer tasks above it.  Help as a group wait
- * does; that also runs b here if it is still ours (worker_run_task leaves
- * a TASK_NO_ARENA frame alone). */
-static __attribute__((noinline)) void join_slow(struct join_frame *j)
+/* b, pushed at index bot, went public (join_pushed_after, or a split
+ * request) and is still the deque's only item: take it back with the
+ * thieves' CAS on top, as deque_pop_public's near-top take does.  After
+ * it top, split and bottom all stand at bot + 1: empty.  Only the owner
+ * writes slots, and index bot is reused only after bottom came back to
+ * bot, so &j->t there with top == bot means nobody took b. */
+static bool join_take_public(struct weft_deque *d, int64_t bot, struct weft_task *t)
+{
+	int64_t top = bot;
+	if (d->bottom != bot + 1 || d->o_split != bot + 1 || d->slots[(uint64_t)bot & d->mask] != t)
+		return false;
+	/* seq_cst: the same total order as the thieves' CAS. */
+	if (!cas_seq_cst(&d->top, &top, bot + 1))
+		return false;
+	d->o_top = bot + 1;
+	return true;
+}
+
+/* b could not be taken back from the private end of our deque: it was
+ * stolen or published, or a() left newer tasks above it.  Published and
+ * still ours alone: take it back and run it (no count moves: nobody else
+ * saw the group).  Otherwise help as a group wait does; that also runs b
+ * here if it is still ours (worker_run_task leaves a TASK_NO_ARENA frame
+ * alone). */
+static __attribute__((noinline)) void join_slow(struct join_frame *j, int64_t bot)
 {
 	struct weft_worker *w = weft_tls_worker;
+	struct weft_deque *d = &w->deque;
+	if (join_take_public(d, bot, &j->t)) {
+		if (unlikely(load_relaxed(&d->split_req) | d->o_published))
+			rt_push_local_after(w);
+		count(&w->stats.tasks_run);
+		j->t.fn(j->t.arg);
+		return;
+	}
 	if (!group_done_pred(&j->g))
 		group_wait_general(w, &j->g);
 }
@@ -395,27 +423,32 @@ static __attribute__((noinline)) void join_slow(struct join_frame *j)
 /* After b's push, when rt_push_hint said so or b is our only private item.
  *
  * b goes public now if it is our only private item, thieves see no public
- * one (relaxed: a stale top only looks non-empty) and no worker is idle
- * (all relaxed hints).  Private, nobody could take b before a() spawns or
- * returns, since split requests are answered at pushes and pops only: a
- * join of two 20 ms halves, made while the other worker was busy with a
- * short task, ran serially in 20 of 20 rounds.  With a worker idle at the
- * push the old rules stay (a parked one is woken and finds b public, a
- * spinner asks): published then, b of a loop of small joins on an empty
- * deque was stolen again and again by the idle worker, 33 -> 108 ns a
- * join.  Group spawns are left alone for the same reason.  Costs the owner
- * a public pop when it takes b back, once per level at which its deque is
- * empty (the root of a recursion, the root of a stolen subtree). */
+ * one (relaxed: a stale top only looks non-empty), the runtime has other
+ * workers and none of our node is idle (relaxed hints).  Private, nobody
+ * could take b before a() spawns or returns, since split requests are
+ * answered at pushes and pops only: a join of two 20 ms halves, made while
+ * the other worker was busy with a short task, ran serially in 20 of 20
+ * rounds.  With a worker idle at the push the old rules stay (a parked one
+ * is woken and finds b public, a spinner asks): published then, b of a
+ * loop of small joins on an empty deque was stolen again and again by the
+ * idle worker, 33 -> 108 ns a join.  Group spawns keep the old rules.
+ *
+ * Cost: a public pop (a CAS) when the owner takes b back, for every join
+ * made on an otherwise empty deque while all workers are busy; in a
+ * recursion that is its root and the root of each stolen subtree.  The
+ * wake check stays maybe_wake_for's plain load: an RMW on the node's idle
+ * line here made such joins 10x slower while the other worker spawned (it
+ * reads that line on every push).  A worker parking at this very moment
+ * may miss b, which then runs here after a(), as before. */
 static __attribute__((noinline)) void join_pushed_after(struct weft_worker *w)
 {
 	struct weft_deque *d = &w->deque;
-	if (d->bottom - 1 == d->o_split && load_relaxed(w->push_idle) == 0 &&
+	if (d->bottom - 1 == d->o_split && w->rt->nworkers > 1 && load_relaxed(w->node_idle) == 0 &&
 	    load_relaxed(&d->top) >= d->o_split) {
 		deque_share_all(d);
-		/* worker_published's RMW, not maybe_wake_for's load: a thief
-		 * parking right now then sees b or is woken. */
-		worker_published(w);
-		return;
+		/* That answers a pending split request too. */
+		if (load_relaxed(&d->split_req))
+			store_relaxed(&d->split_req, 0);
 	}
 	rt_push_local_after(w);
 }
@@ -424,6 +457,7 @@ static __attribute__((noinline)) void join_pushed_after(struct weft_worker *w)
 static __attribute__((noinline)) void join_push_slow(struct weft_worker *w, struct join_frame *j,
 						     void (*fa)(void *), void *a)
 {
+	int64_t bot = w->deque.bottom;
 	if (deque_push(&w->deque, &j->t) != 0) {
 		/* No room to make b stealable: a join may run both here (b
 		 * still counts as a task run, as on every other path). */
@@ -436,7 +470,7 @@ static __attribute__((noinline)) void join_push_slow(struct weft_worker *w, stru
 	 * wake. */
 	join_pushed_after(w);
 	fa(a);
-	join_slow(j);
+	join_slow(j, bot);
 }
 
 int weft_join(weft_rt *rt, void (*fa)(void *), void *a, void (*fb)(void *), void *b)
@@ -481,7 +515,7 @@ int weft_join(weft_rt *rt, void (*fa)(void *), void *a, void (*fb)(void *), void
 	w = weft_tls_worker;
 	d = &w->deque;
 	if (unlikely(d->bottom != bot + 1 || bot < d->o_split || d->slots[(uint64_t)bot & d->mask] != &j.t)) {
-		join_slow(&j);
+		join_slow(&j, bot);
 		return 0;
 	}
 	store_relaxed(&d->bottom, bot);

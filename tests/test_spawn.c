@@ -228,9 +228,8 @@ static void long_blocker(void *p)
 		;
 }
 
-Test(spawn, join_of_long_halves_runs_side_by_side, .timeout = 120)
+static void long_halves_rounds(void)
 {
-	setup_rt(2);
 	int cases = 0;
 	for (int round = 0; round < 100 && cases < 10; round++) {
 		struct long_join lj = { .root_worker = -1, .blocker_worker = -1 };
@@ -246,6 +245,21 @@ Test(spawn, join_of_long_halves_runs_side_by_side, .timeout = 120)
 	}
 	cr_assert_eq(cases, 10, "root and blocker ran on different workers in only %d rounds", cases);
 	weft_destroy(rt);
+}
+
+Test(spawn, join_of_long_halves_runs_side_by_side, .timeout = 120)
+{
+	setup_rt(2);
+	long_halves_rounds();
+}
+
+/* The same with the two workers on two virtual nodes: the other worker
+ * is on another node, and the publication must not depend on it. */
+Test(spawn, join_of_long_halves_runs_side_by_side_across_nodes, .timeout = 120)
+{
+	struct weft_config cfg = { .workers = 2, .topology = "0|1" };
+	cr_assert_eq(weft_create(&rt, &cfg), 0);
+	long_halves_rounds();
 }
 
 /* a leaves newer tasks above b (spawned, not waited for): the join takes
