@@ -198,6 +198,24 @@ void deque_share_all(struct weft_deque *d)
 	store_release(&d->split, d->o_split);
 }
 
+bool deque_take_only(struct weft_deque *d, int64_t idx, const struct weft_task *t)
+{
+	int64_t top = idx;
+
+	/* Only the owner writes slots, and it reuses index idx only after
+	 * bottom came back to idx, so t there with top still idx means nobody
+	 * took it. */
+	if (d->bottom != idx + 1 || d->o_split != idx + 1 || d->slots[(uint64_t)idx & d->mask] != t)
+		return false;
+	/* seq_cst: the same total order as the thieves' CAS, as in the near-top
+	 * take of deque_pop_public.  After it top, split and bottom all stand
+	 * at idx + 1: empty. */
+	if (!cas_seq_cst(&d->top, &top, idx + 1))
+		return false;
+	d->o_top = idx + 1;
+	return true;
+}
+
 /* Called by pop when the private part is empty: the Chase-Lev take on
  * [top, split), split standing for Chase-Lev's bottom, far from top; the
  * oldest item by CAS near top, where a thief's range could reach ours. */

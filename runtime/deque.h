@@ -126,6 +126,10 @@ void deque_publish(struct weft_deque *d);
  * waiting; don't make them ask). */
 void deque_share_all(struct weft_deque *d);
 struct weft_task *deque_pop_public(struct weft_deque *d);
+/* Owner only: t, pushed at index idx, is the deque's only item and public
+ * (idx == top == split, bottom == idx + 1).  Take it back with the
+ * thieves' CAS on top; false if that is not the state or a thief won. */
+bool deque_take_only(struct weft_deque *d, int64_t idx, const struct weft_task *t);
 
 /* Owner only: bottom (read by the caller) can be pushed without growing. */
 static inline bool deque_push_fits(const struct weft_deque *d, int64_t b)

@@ -381,35 +381,17 @@ struct join_frame {
 	struct weft_group g;
 };
 
-/* b, pushed at index bot, went public (join_pushed_after, or a split
- * request) and is still the deque's only item: take it back with the
- * thieves' CAS on top, as deque_pop_public's near-top take does.  After
- * it top, split and bottom all stand at bot + 1: empty.  Only the owner
- * writes slots, and index bot is reused only after bottom came back to
- * bot, so &j->t there with top == bot means nobody took b. */
-static bool join_take_public(struct weft_deque *d, int64_t bot, struct weft_task *t)
-{
-	int64_t top = bot;
-	if (d->bottom != bot + 1 || d->o_split != bot + 1 || d->slots[(uint64_t)bot & d->mask] != t)
-		return false;
-	/* seq_cst: the same total order as the thieves' CAS. */
-	if (!cas_seq_cst(&d->top, &top, bot + 1))
-		return false;
-	d->o_top = bot + 1;
-	return true;
-}
-
 /* b could not be taken back from the private end of our deque: it was
  * stolen or published, or a() left newer tasks above it.  Published and
- * still ours alone: take it back and run it (no count moves: nobody else
- * saw the group).  Otherwise help as a group wait does; that also runs b
+ * still the only item (join_pushed_after, or a split request): take it
+ * back and run it (no count moves: nobody else saw the group).  Otherwise help as a group wait does; that also runs b
  * here if it is still ours (worker_run_task leaves a TASK_NO_ARENA frame
  * alone). */
 static __attribute__((noinline)) void join_slow(struct join_frame *j, int64_t bot)
 {
 	struct weft_worker *w = weft_tls_worker;
 	struct weft_deque *d = &w->deque;
-	if (join_take_public(d, bot, &j->t)) {
+	if (deque_take_only(d, bot, &j->t)) {
 		if (unlikely(load_relaxed(&d->split_req) | d->o_published))
 			rt_push_local_after(w);
 		count(&w->stats.tasks_run);
