@@ -29,10 +29,18 @@
  * Order of examination at one freed component: reserved readers oldest
  * first, then the oldest reserved writer, then the non-reserved requests:
  * readers first or the writer first by which mode's oldest waiter is older,
- * and among them round-robin from a per-component rotor (never "lowest id
- * first", which with recycled ids starves high ids).  Arrival order among
- * the non-reserved would need a sort or a priority queue per component;
- * the rotor is O(1) and the bypass budget bounds the unfairness anyway.
+ * and among them in id order starting at the id of that mode's oldest
+ * waiter, wrapping around.  Slots are handed out by a cursor that goes
+ * round the table (the next free id after the last one given), so id order
+ * from there is arrival order, except where the cursor stepped over a slot
+ * still in use; never "lowest id first", which with recycled ids starves
+ * high ids.  Why arrival order matters: every grant of a younger waiter
+ * over an older conflicting one counts against the older one's budget.
+ * With the per-component rotor this replaced, a skewed load whose holders
+ * were sometimes slow (a worker preempted while holding the hot component)
+ * used up budgets in bursts; the reservations spread to every component
+ * their requests named, and 50-90% of the requests waited behind them
+ * (see the policy test sched_model::skewed_load_does_not_cascade).
  *
  * Invariants
  *  - I1 (parking): a WAITING request is parked on one component where it
@@ -43,19 +51,20 @@
  *    holders, and a reserved request granted holds what it reserved in the
  *    mode that blocked others.
  *  - I3 (fairness): a reserved request blocks, at its components, every
- *    conflicting request that is not reserved and every conflicting
- *    reserved request that arrived after it.  The oldest reserved request
- *    is therefore blocked only by holders, and no conflicting request can
- *    be granted at its components while it waits (a newcomer is not
- *    reserved; a reserved one is younger): they drain, it is granted.
- *    Every other waiter is overtaken at most max_bypass times before it is
- *    reserved itself, so no request waits forever while holders release.
- *    Why older requests that are not reserved do not get past a reserved
- *    one: letting them pass would be deadlock-free too, but then whether a
- *    reservation blocks a request would depend on its age, and a freed
- *    component could not skip its non-reserved parked requests as a whole.
- *    Here any conflicting reservation blocks them all; an older request
- *    held back this way is overtaken, soon reserved, and then goes first.
+ *    conflicting request that arrived after it, reserved or not.  So the
+ *    oldest reserved request is blocked only by holders and by waiters
+ *    older than itself, which were there when it arrived and only leave;
+ *    no younger conflicting request can be granted at its components
+ *    while it waits: they drain, it is granted.  Every other waiter is
+ *    overtaken at most max_bypass times before it is reserved itself, so
+ *    no request waits forever while holders release.  Older waiters pass
+ *    a reservation: granting them is not an overtake (they came first).
+ *    Until session 8 a reservation held back every request that was not
+ *    reserved, older ones too; under a skewed load those were overtaken
+ *    while they waited, got reserved in turn at all their components, and
+ *    the reservations spread until most requests waited (the policy test
+ *    sched_model::skewed_load_does_not_cascade: 50% reserved and 12% more
+ *    time than with no budget; now under 1% and the same time).
  *  - I4: a request is in the reserved lists and set iff it is WAITING and
  *    reserved; in the wait lists and waiting set iff WAITING.
  *
@@ -74,6 +83,13 @@
  *    when the component frees; they are few (only requests that used up
  *    their budget, or everybody with strict_order, where conflicting
  *    requests are serialised anyway).
+ *  - While a reservation holds a mode back at a freed component, the
+ *    requests older than it are found by walking the wait list up to it
+ *    (phase_before_reservation), which also steps over those among them
+ *    that are parked elsewhere.  They are the waiters that were already
+ *    there when the reservation arrived: a set that only shrinks, and
+ *    with the default budget a short one (a reservation is made after 16
+ *    overtakes, and the oldest waiters are the ones overtaken).
  */
 #include "sched_core.h"
 
@@ -97,8 +113,6 @@
 #define NODE(id, i) ((((id) << 6) | (i)) + 1)
 #define NODE_ID(node) (((node) - 1) >> 6)
 #define NODE_DEP(node) (((node) - 1) & 63u)
-/* The end of the free list of request slots (ids, where 0 is valid). */
-#define NO_SLOT UINT32_MAX
 
 /* Links of one dep of a request: its wait list and its reserved list. */
 struct slink {
@@ -115,7 +129,6 @@ struct sreq {
 	uint32_t n, depcap;
 	uint32_t bypass;
 	uint32_t parked; /* component it is parked on, while WAITING */
-	uint32_t next_free;
 	uint8_t state, reserved, park_mode;
 };
 
@@ -123,7 +136,6 @@ struct scomp {
 	uint32_t readers;
 	uint32_t writer;
 	uint32_t nparked[2];
-	uint32_t rotor;
 	uint32_t wait_head[2], wait_tail[2];
 	uint32_t res_head[2], res_tail[2];
 	struct bitset *parked; /* [2] by mode; NULL until someone waits here */
@@ -133,10 +145,11 @@ struct sched {
 	struct scomp *comp;
 	struct sreq *req;
 	struct bitset waiting, reserved;
+	struct bitset free; /* slots not in use; allocation goes round from cursor */
 	uint32_t *set_comps; /* components whose parked sets exist */
 	uint32_t nset_comps;
 	uint64_t seq;
-	uint32_t ncomp, cap, budget, free_head, nwaiting;
+	uint32_t ncomp, cap, budget, cursor, nwaiting;
 	struct sched_stats stats;
 };
 
@@ -239,13 +252,14 @@ static void res_remove(struct sched *s, uint32_t c, uint32_t m, uint32_t node)
 
 /* ---- blocking ---- */
 
-/* Does the reserved list starting at head hold r back (rule I3)?  r's own
- * entry never does: it is not older than itself. */
+/* Does the reserved list starting at head hold r back (rule I3)?  Only if
+ * its oldest entry arrived before r; a request that has not arrived yet
+ * (arrival 0: try_grant asks before numbering it) is younger than all. */
 static inline bool res_blocks(const struct sched *s, uint32_t head, const struct sreq *r)
 {
 	if (head == NIL)
 		return false;
-	return !r->reserved || node_arrival(s, head) < r->arrival;
+	return !r->arrival || node_arrival(s, head) < r->arrival;
 }
 
 /* Index of the first dep of r that blocks it, or -1 if r can be granted. */
@@ -431,17 +445,64 @@ static bool examine(struct sched *s, struct grants *g, uint32_t id)
 	return true;
 }
 
+/* The arrival of the oldest reservation at c that holds back requests in
+ * mode m (everything that arrived after it queues behind it), or
+ * UINT64_MAX if none does. */
+static uint64_t hold_back(const struct sched *s, const struct scomp *k, uint32_t m)
+{
+	uint64_t lim = UINT64_MAX;
+
+	if (k->res_head[M_WRITE] != NIL)
+		lim = node_arrival(s, k->res_head[M_WRITE]);
+	if (m == M_WRITE && k->res_head[M_READ] != NIL && node_arrival(s, k->res_head[M_READ]) < lim)
+		lim = node_arrival(s, k->res_head[M_READ]);
+	return lim;
+}
+
+/* Does c still admit mode m (no holder conflicts with it)? */
+static inline bool admits(const struct scomp *k, uint32_t m)
+{
+	return !k->writer && (m == M_READ || !k->readers);
+}
+
 /*
- * Examine the non-reserved requests parked on c in mode m, round-robin
- * from c's rotor, until c no longer admits that mode.  The iterator reads
- * parked AND NOT reserved lazily; what examine changes behind it is only
- * the examined request itself and requests newly reserved (which skip).
+ * The non-reserved requests in mode m that arrived before the reservation
+ * holding that mode back at c: walk c's wait list, which is in arrival
+ * order, up to the reservation, examining those parked here.  The limit is
+ * read again at every step: a grant may reserve an older waiter.
+ */
+static void phase_before_reservation(struct sched *s, struct grants *g, uint32_t c, uint32_t m)
+{
+	struct scomp *k = &s->comp[c];
+	uint32_t node = k->wait_head[m];
+
+	while (node != NIL && admits(k, m)) {
+		uint32_t next = node_link(s, node)->next, id = NODE_ID(node);
+		const struct sreq *r = &s->req[id];
+
+		if (r->arrival > hold_back(s, k, m))
+			return;
+		if (!r->reserved && r->parked == c && examine(s, g, id) && m == M_WRITE)
+			return;
+		node = next;
+	}
+}
+
+/*
+ * Examine the non-reserved requests parked on c in mode m, from the id of
+ * the oldest waiter in that mode (arrival order, see the top), until c no
+ * longer admits that mode.  The iterator reads parked AND NOT reserved
+ * lazily; what examine changes behind it is only the examined request
+ * itself and requests newly reserved (which skip).  Once a reservation
+ * holds the mode back here, only requests older than it can pass: the walk
+ * of the wait list takes over.
  */
 static void phase(struct sched *s, struct grants *g, uint32_t c, uint32_t m)
 {
 	struct scomp *k = &s->comp[c];
 	const struct bitset *ands[1] = { &k->parked[m] }, *nots[1] = { &s->reserved };
-	uint32_t start = k->rotor;
+	/* Somebody waits in mode m here: it is parked here or elsewhere. */
+	uint32_t start = NODE_ID(k->wait_head[m]);
 	struct bitset_iter it;
 
 	for (int pass = 0; pass < 2; pass++) {
@@ -453,13 +514,14 @@ static void phase(struct sched *s, struct grants *g, uint32_t c, uint32_t m)
 
 			if (pass && (uint32_t)id >= start)
 				return;
-			if (!k->nparked[m] || k->writer || k->res_head[M_WRITE] != NIL)
+			if (!k->nparked[m] || !admits(k, m))
 				return;
-			if (m == M_WRITE && (k->readers || k->res_head[M_READ] != NIL))
+			if (hold_back(s, k, m) != UINT64_MAX) {
+				phase_before_reservation(s, g, c, m);
 				return;
+			}
 			if (r->state != SCHED_REQ_WAITING || r->reserved || r->parked != c)
 				continue;
-			k->rotor = (uint32_t)id + 1;
 			if (examine(s, g, (uint32_t)id) && m == M_WRITE)
 				return;
 		}
@@ -496,22 +558,8 @@ static void process_comp(struct sched *s, struct grants *g, uint32_t c, enum eve
 		}
 	}
 
-	/* The oldest reserved writer, if c is free and no older reserved
-	 * reader is ahead of it.  Any reserved writer here holds back every
-	 * request that is not reserved: nothing more to do. */
-	hw = k->res_head[M_WRITE];
-	if (hw != NIL) {
-		uint32_t id = NODE_ID(hw);
-
-		hr = k->res_head[M_READ];
-		if (!k->writer && !k->readers && s->req[id].parked == c &&
-		    (hr == NIL || node_arrival(s, hr) > s->req[id].arrival))
-			examine(s, g, id);
-		return;
-	}
-
-	/* Not reserved: the mode whose oldest waiter here is older goes
-	 * first. */
+	/* Not reserved (those older than any reservation here, if there is
+	 * one): the mode whose oldest waiter here is older goes first. */
 	if (k->wait_head[M_WRITE] == NIL)
 		readers_first = true;
 	else if (k->wait_head[M_READ] == NIL)
@@ -529,13 +577,25 @@ static void process_comp(struct sched *s, struct grants *g, uint32_t c, enum eve
 		if (k->nparked[M_READ])
 			phase(s, g, c, M_READ);
 	}
+
+	/* The oldest reserved writer, if c is free and no older reserved
+	 * reader is ahead of it.  Everything younger queues behind it. */
+	hw = k->res_head[M_WRITE];
+	if (hw != NIL) {
+		uint32_t id = NODE_ID(hw);
+
+		hr = k->res_head[M_READ];
+		if (!k->writer && !k->readers && s->req[id].parked == c &&
+		    (hr == NIL || node_arrival(s, hr) > s->req[id].arrival))
+			examine(s, g, id);
+	}
 }
 
 /* ---- slots ---- */
 
 static int grow(struct sched *s)
 {
-	uint32_t ncap = s->cap * 2, nsets = 2 + 2 * s->nset_comps, i;
+	uint32_t ncap = s->cap * 2, nsets = 3 + 2 * s->nset_comps, i;
 	struct bitset *sets;
 	struct sreq *req;
 
@@ -564,21 +624,24 @@ static int grow(struct sched *s)
 	bitset_copy_bits(&sets[1], &s->reserved);
 	bitset_destroy(&s->reserved);
 	s->reserved = sets[1];
+	bitset_copy_bits(&sets[2], &s->free);
+	bitset_destroy(&s->free);
+	s->free = sets[2];
 	for (i = 0; i < s->nset_comps; i++) {
 		struct bitset *p = s->comp[s->set_comps[i]].parked;
 
 		for (uint32_t m = 0; m < 2; m++) {
-			bitset_copy_bits(&sets[2 + 2 * i + m], &p[m]);
+			bitset_copy_bits(&sets[3 + 2 * i + m], &p[m]);
 			bitset_destroy(&p[m]);
-			p[m] = sets[2 + 2 * i + m];
+			p[m] = sets[3 + 2 * i + m];
 		}
 	}
 	free(sets);
 
 	memset(&s->req[s->cap], 0, (ncap - s->cap) * sizeof(*req));
 	for (i = s->cap; i < ncap; i++)
-		s->req[i].next_free = i + 1 < ncap ? i + 1 : s->free_head;
-	s->free_head = s->cap;
+		bitset_set(&s->free, i);
+	s->cursor = s->cap;
 	s->cap = ncap;
 	return 0;
 }
@@ -599,13 +662,13 @@ int sched_create(struct sched **out, uint32_t ncomponents, uint32_t max_bypass, 
 	s->set_comps = calloc(ncomponents, sizeof(*s->set_comps));
 	s->req = calloc(INITIAL_SLOTS, sizeof(*s->req));
 	if (!s->comp || !s->set_comps || !s->req || bitset_init(&s->waiting, INITIAL_SLOTS) < 0 ||
-	    bitset_init(&s->reserved, INITIAL_SLOTS) < 0) {
+	    bitset_init(&s->reserved, INITIAL_SLOTS) < 0 || bitset_init(&s->free, INITIAL_SLOTS) < 0) {
 		sched_destroy(s);
 		return -ENOMEM;
 	}
 	for (uint32_t i = 0; i < INITIAL_SLOTS; i++)
-		s->req[i].next_free = i + 1 < INITIAL_SLOTS ? i + 1 : NO_SLOT;
-	s->free_head = 0;
+		bitset_set(&s->free, i);
+	s->cursor = 0;
 	*out = s;
 	return 0;
 }
@@ -626,6 +689,7 @@ void sched_destroy(struct sched *s)
 	}
 	bitset_destroy(&s->waiting);
 	bitset_destroy(&s->reserved);
+	bitset_destroy(&s->free);
 	free(s->req);
 	free(s->comp);
 	free(s->set_comps);
@@ -693,12 +757,19 @@ int sched_req_alloc(struct sched *s, const struct weft_dep *deps, size_t n, void
 	int m = sched_merge_deps(deps, n, s->ncomp, merged);
 	uint32_t id;
 	struct sreq *r;
+	int f;
 
 	if (m < 0)
 		return m;
-	if (s->free_head == NO_SLOT && grow(s) < 0)
-		return -ENOMEM;
-	id = s->free_head;
+	/* The next free slot after the last one given: see "Order of
+	 * examination" at the top. */
+	f = bitset_next_wrap(&s->free, s->cursor);
+	if (f < 0) {
+		if (grow(s) < 0)
+			return -ENOMEM;
+		f = bitset_next_wrap(&s->free, s->cursor);
+	}
+	id = (uint32_t)f;
 	r = &s->req[id];
 	if ((uint32_t)m > r->depcap) {
 		/* Rare: a slot keeps its storage when recycled. */
@@ -715,7 +786,8 @@ int sched_req_alloc(struct sched *s, const struct weft_dep *deps, size_t n, void
 		r->deps = (struct weft_dep *)(r->link + cap);
 		r->depcap = cap;
 	}
-	s->free_head = r->next_free;
+	bitset_clear(&s->free, id);
+	s->cursor = id + 1 < s->cap ? id + 1 : 0;
 	if (m)
 		memcpy(r->deps, merged, (size_t)m * sizeof(*merged));
 	r->n = (uint32_t)m;
@@ -736,8 +808,7 @@ int sched_req_free(struct sched *s, uint32_t id)
 		return -EINVAL;
 	r = &s->req[id];
 	r->state = SCHED_REQ_FREE;
-	r->next_free = s->free_head;
-	s->free_head = id;
+	bitset_set(&s->free, id);
 	return 0;
 }
 

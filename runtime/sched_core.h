@@ -27,10 +27,10 @@
  *     reserved.  With strict_order (or max_bypass 0) every request is
  *     reserved as soon as it waits.
  *   - A reserved waiting request V blocks, at each of its components, every
- *     conflicting request that is not reserved, and every conflicting
- *     reserved request that arrived after V.  An older request that is not
- *     reserved does not get past V: reserved requests go first among
- *     conflicting ones, oldest first.
+ *     conflicting request that arrived after V, reserved or not: new
+ *     conflicting requests queue behind it.  Older ones may still pass it
+ *     (that is no overtake), and among reserved requests the oldest goes
+ *     first.
  *   Consequence: a waiting request is overtaken at most max_bypass times,
  *   and with strict_order never, i.e. conflicting requests are granted in
  *   arrival order.

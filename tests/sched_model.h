@@ -15,8 +15,8 @@
  *
  * The fairness rule, as the model states it (sched_core.h):
  *   - blocked(r) iff some dep of r conflicts with a holder, or some
- *     reserved waiting v (v != r) wants one of r's components in a
- *     conflicting mode and (r is not reserved, or v arrived before r);
+ *     reserved waiting v wants one of r's components in a conflicting
+ *     mode and arrived before r;
  *   - granting x adds one to the bypass count of every waiting v that
  *     arrived before x and conflicts with x; v becomes reserved when its
  *     count reaches the budget (budget 0: reserved as soon as it waits).
@@ -124,11 +124,12 @@ static inline void model_scan_reservations(struct model *m)
 	}
 }
 
-/* After model_scan_reservations.  A reserved r's own entry never blocks it:
- * only strictly older arrivals count. */
+/* After model_scan_reservations.  Only strictly older reservations count
+ * (so r's own never does); a request not numbered yet (arrival 0) is
+ * younger than all. */
 static inline bool model_res_blocks(const struct model *m, const struct mreq *r, uint32_t c, uint32_t a)
 {
-	return m->has_res[c][a] && (!r->reserved || m->min_res[c][a] < r->arrival);
+	return m->has_res[c][a] && (!r->arrival || m->min_res[c][a] < r->arrival);
 }
 
 static inline bool model_blocked(const struct model *m, const struct mreq *r)
