@@ -136,6 +136,7 @@ struct scomp {
 	uint32_t readers;
 	uint32_t writer;
 	uint32_t nparked[2];
+	uint32_t nfree_waiting[2]; /* waiting here in that mode, not reserved */
 	uint32_t wait_head[2], wait_tail[2];
 	uint32_t res_head[2], res_tail[2];
 	struct bitset *parked; /* [2] by mode; NULL until someone waits here */
@@ -193,6 +194,7 @@ static void wait_append(struct sched *s, uint32_t c, uint32_t m, uint32_t node)
 	else
 		node_link(s, l->prev)->next = node;
 	k->wait_tail[m] = node;
+	k->nfree_waiting[m]++;
 }
 
 static void wait_remove(struct sched *s, uint32_t c, uint32_t m, uint32_t node)
@@ -208,6 +210,7 @@ static void wait_remove(struct sched *s, uint32_t c, uint32_t m, uint32_t node)
 		k->wait_tail[m] = l->prev;
 	else
 		node_link(s, l->next)->prev = l->prev;
+	k->nfree_waiting[m]--;
 }
 
 static void res_insert(struct sched *s, uint32_t c, uint32_t m, uint32_t node)
@@ -233,6 +236,7 @@ static void res_insert(struct sched *s, uint32_t c, uint32_t m, uint32_t node)
 		k->res_tail[m] = node;
 	else
 		node_link(s, l->rnext)->rprev = node;
+	k->nfree_waiting[m]--;
 }
 
 static void res_remove(struct sched *s, uint32_t c, uint32_t m, uint32_t node)
@@ -248,6 +252,7 @@ static void res_remove(struct sched *s, uint32_t c, uint32_t m, uint32_t node)
 		k->res_tail[m] = l->rprev;
 	else
 		node_link(s, l->rnext)->rprev = l->rprev;
+	k->nfree_waiting[m]++;
 }
 
 /* ---- blocking ---- */
@@ -413,9 +418,9 @@ static void unqueue(struct sched *s, uint32_t id)
 	for (uint32_t i = 0; i < r->n; i++) {
 		uint32_t c = r->deps[i].comp, m = mode_of(r->deps[i].access);
 
-		wait_remove(s, c, m, NODE(id, i));
 		if (r->reserved)
 			res_remove(s, c, m, NODE(id, i));
+		wait_remove(s, c, m, NODE(id, i));
 	}
 	if (r->reserved) {
 		bitset_clear(&s->reserved, id);
@@ -567,14 +572,14 @@ static void process_comp(struct sched *s, struct grants *g, uint32_t c, enum eve
 	else
 		readers_first = node_arrival(s, k->wait_head[M_READ]) < node_arrival(s, k->wait_head[M_WRITE]);
 	if (readers_first) {
-		if (k->nparked[M_READ])
+		if (k->nparked[M_READ] && k->nfree_waiting[M_READ])
 			phase(s, g, c, M_READ);
-		if (k->nparked[M_WRITE])
+		if (k->nparked[M_WRITE] && k->nfree_waiting[M_WRITE])
 			phase(s, g, c, M_WRITE);
 	} else {
-		if (k->nparked[M_WRITE])
+		if (k->nparked[M_WRITE] && k->nfree_waiting[M_WRITE])
 			phase(s, g, c, M_WRITE);
-		if (k->nparked[M_READ])
+		if (k->nparked[M_READ] && k->nfree_waiting[M_READ])
 			phase(s, g, c, M_READ);
 	}
 
