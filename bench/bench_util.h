@@ -13,6 +13,8 @@
 
 /* CLOCK_MONOTONIC in ns; a vDSO call, no syscall. */
 uint64_t bench_now_ns(void);
+/* CPU time of the calling thread (CLOCK_THREAD_CPUTIME_ID), in ns. */
+uint64_t bench_thread_cpu_ns(void);
 void bench_sleep_ns(uint64_t ns);
 
 /* Median and nearest-rank percentile (p in 0..100) of n values; the input

@@ -55,6 +55,7 @@ void ecs_not_run(struct ecs_result *r, const char *fmt, ...)
 	r->wakeups_per_grant = NAN;
 	r->spurious = 0;
 	r->waited_frac = r->reserved_frac = NAN;
+	r->submit_cpu_ns = NAN;
 }
 
 /* ---------------- the task list ---------------- */
@@ -421,6 +422,7 @@ int ecs_load_finish(struct ecs_load *l, struct ecs_result *r)
 	r->spurious = 0;
 	r->waited_frac = NAN;
 	r->reserved_frac = NAN;
+	r->submit_cpu_ns = l->cpu_end > l->cpu_begin ? (double)(l->cpu_end - l->cpu_begin) / n : NAN;
 	free(wait);
 	return 0;
 }
@@ -493,6 +495,7 @@ int ecs_run_weft(const struct ecs_params *p, struct ecs_result *r)
 	}
 
 	l->t_begin = bench_now_ns();
+	l->cpu_begin = bench_thread_cpu_ns();
 	for (unsigned i = 0; i < l->p.tasks; i++) {
 		struct ecs_task *t = &l->task[i];
 		struct weft_dep d[ECS_MAX_DEPS];
@@ -516,6 +519,7 @@ int ecs_run_weft(const struct ecs_params *p, struct ecs_result *r)
 	 * into l. */
 	ecs_gate_drain(&l->gate);
 	l->t_end = bench_now_ns();
+	l->cpu_end = bench_thread_cpu_ns();
 	if (!err && weft_stats(rt, st) != 0) {
 		ecs_not_run(r, "weft_stats failed");
 		err = -EINVAL;

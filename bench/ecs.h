@@ -50,6 +50,10 @@ struct ecs_result {
 	 * and of those that used up their bypass budget and reserved their
 	 * components (a row whose reservations climb is in a convoy). */
 	double waited_frac, reserved_frac;
+	/* CPU time the submitting thread spent per task (its share of the
+	 * two CPUs: gate, stamps and the scheduler's submission), where it
+	 * does nothing else; NAN elsewhere. */
+	double submit_cpu_ns;
 };
 
 /* Each returns 0 or -errno (then ran is false and why says what failed).
@@ -143,6 +147,9 @@ struct ecs_load {
 	struct ecs_gate gate;
 	uint64_t work_ns;
 	uint64_t t_begin, t_end; /* first submission, all finished */
+	/* The submitting thread's CPU time at t_begin and t_end, where it
+	 * only submits (weft and the two pools; 0 elsewhere). */
+	uint64_t cpu_begin, cpu_end;
 };
 
 /* Fill in defaults, check, generate the task list from the seed and touch

@@ -138,6 +138,7 @@ int ecs_run_rwlock(const struct ecs_params *p, struct ecs_result *r)
 	err = start_threads(th, l->p.workers, pool, rw_worker, r, &started);
 	if (!err) {
 		l->t_begin = bench_now_ns();
+		l->cpu_begin = bench_thread_cpu_ns();
 		for (unsigned i = 0; i < l->p.tasks; i++) {
 			struct ecs_task *t = &l->task[i];
 
@@ -154,6 +155,7 @@ int ecs_run_rwlock(const struct ecs_params *p, struct ecs_result *r)
 		}
 		ecs_gate_drain(&l->gate);
 		l->t_end = bench_now_ns();
+		l->cpu_end = bench_thread_cpu_ns();
 	}
 
 	pthread_mutex_lock(&pool->mu);
@@ -321,6 +323,7 @@ int ecs_run_condvar(const struct ecs_params *p, struct ecs_result *r)
 	err = start_threads(th, l->p.workers, s, cv_worker, r, &started);
 	if (!err) {
 		l->t_begin = bench_now_ns();
+		l->cpu_begin = bench_thread_cpu_ns();
 		for (unsigned i = 0; i < l->p.tasks; i++) {
 			ecs_gate_enter(&l->gate, -1);
 			ecs_stamp_submit(&l->task[i]);
@@ -339,6 +342,7 @@ int ecs_run_condvar(const struct ecs_params *p, struct ecs_result *r)
 		}
 		ecs_gate_drain(&l->gate);
 		l->t_end = bench_now_ns();
+		l->cpu_end = bench_thread_cpu_ns();
 	}
 
 	pthread_mutex_lock(&s->mu);
