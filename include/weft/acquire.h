@@ -6,7 +6,8 @@
  * weft_component().  A request names a set of components, each READ or
  * WRITE; any number of READ holders or one WRITE holder per component.
  * Requests never deadlock with each other (a request is granted whole or
- * not at all; but see weft_acquire_wait on a worker) and are never starved: a waiting request is overtaken by later conflicting ones at
+ * not at all; but see weft_acquire_wait on a worker) and are never
+ * starved: a waiting request is overtaken by later conflicting ones at
  * most weft_config.max_bypass times, after which what it needs is reserved
  * for it.
  */
