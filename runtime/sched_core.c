@@ -27,9 +27,10 @@
  * "without dependency" sets would find it again at every release of A.)
  *
  * Order of examination at one freed component: reserved readers oldest
- * first, then the oldest reserved writer, then the non-reserved requests:
- * readers first or the writer first by which mode's oldest waiter is older,
- * and among them in id order starting at the id of that mode's oldest
+ * first, then the non-reserved requests (only those older than any
+ * reservation that holds their mode back there), then the oldest reserved
+ * writer.  Among the non-reserved: readers first or the writer first by
+ * which mode's oldest waiter is older, and within a mode in id order starting at the id of that mode's oldest
  * waiter, wrapping around.  Slots are handed out by a cursor that goes
  * round the table (the next free id after the last one given), so id order
  * from there is arrival order, except where the cursor stepped over a slot
@@ -52,9 +53,9 @@
  *    mode that blocked others.
  *  - I3 (fairness): a reserved request blocks, at its components, every
  *    conflicting request that arrived after it, reserved or not.  So the
- *    oldest reserved request is blocked only by holders and by waiters
- *    older than itself, which were there when it arrived and only leave;
- *    no younger conflicting request can be granted at its components
+ *    oldest reserved request is blocked only by holders; waiters older
+ *    than itself (there when it arrived, a set that only shrinks) may be
+ *    granted before it, and no younger conflicting request can be granted at its components
  *    while it waits: they drain, it is granted.  Every other waiter is
  *    overtaken at most max_bypass times before it is reserved itself, so
  *    no request waits forever while holders release.  Older waiters pass
@@ -86,10 +87,12 @@
  *  - While a reservation holds a mode back at a freed component, the
  *    requests older than it are found by walking the wait list up to it
  *    (phase_before_reservation), which also steps over those among them
- *    that are parked elsewhere.  They are the waiters that were already
- *    there when the reservation arrived: a set that only shrinks, and
- *    with the default budget a short one (a reservation is made after 16
- *    overtakes, and the oldest waiters are the ones overtaken).
+ *    that are parked elsewhere, at every such event.  Why that is paid
+ *    for: the component freed because a holder left, and every holder
+ *    younger than an entry stepped over overtook it when it was granted
+ *    (a conflicting grant younger than a waiter), so an entry is stepped
+ *    over at most about max_bypass times, plus once per holder older than
+ *    itself.  These steps are not in stats.examined.
  */
 #include "sched_core.h"
 
@@ -506,7 +509,8 @@ static void phase(struct sched *s, struct grants *g, uint32_t c, uint32_t m)
 {
 	struct scomp *k = &s->comp[c];
 	const struct bitset *ands[1] = { &k->parked[m] }, *nots[1] = { &s->reserved };
-	/* Somebody waits in mode m here: it is parked here or elsewhere. */
+	/* Somebody waits in mode m here (the caller saw nfree_waiting[m]),
+	 * parked here or elsewhere. */
 	uint32_t start = NODE_ID(k->wait_head[m]);
 	struct bitset_iter it;
 
@@ -850,6 +854,9 @@ int sched_try_grant(struct sched *s, uint32_t id)
 	if (!valid_id(s, id) || s->req[id].state != SCHED_REQ_IDLE)
 		return -EINVAL;
 	r = &s->req[id];
+	/* Not arrived yet: younger than every reservation (res_blocks), also
+	 * when it was cancelled and is asked again. */
+	r->arrival = 0;
 	if (find_blocker(s, r) >= 0)
 		return -EBUSY;
 	r->arrival = ++s->seq;
@@ -865,10 +872,13 @@ int sched_enqueue(struct sched *s, uint32_t id)
 	if (!valid_id(s, id) || s->req[id].state != SCHED_REQ_IDLE)
 		return -EINVAL;
 	r = &s->req[id];
-	r->arrival = ++s->seq;
+	/* Numbered once it is granted or queued; until then it is younger
+	 * than every reservation, as with try_grant. */
+	r->arrival = 0;
 	r->bypass = 0;
 	i = find_blocker(s, r);
 	if (i < 0) {
+		r->arrival = ++s->seq;
 		take(s, id);
 		return 0;
 	}
@@ -876,6 +886,7 @@ int sched_enqueue(struct sched *s, uint32_t id)
 	for (uint32_t j = 0; j < r->n; j++)
 		if (ensure_sets(s, r->deps[j].comp) < 0)
 			return -ENOMEM;
+	r->arrival = ++s->seq;
 	for (uint32_t j = 0; j < r->n; j++)
 		wait_append(s, r->deps[j].comp, mode_of(r->deps[j].access), NODE(id, j));
 	bitset_set(&s->waiting, id);
@@ -959,6 +970,10 @@ int sched_cancel(struct sched *s, uint32_t id, sched_grant_fn fn, void *ctx)
 	was_reserved = r->reserved;
 	unqueue(s, id);
 	r->state = SCHED_REQ_IDLE;
+	/* IDLE again, as if never asked: it may be asked again later. */
+	r->arrival = 0;
+	r->bypass = 0;
+	r->stamp = 0;
 	s->stats.cancelled++;
 	/* A request that is not reserved holds nobody back. */
 	if (was_reserved)

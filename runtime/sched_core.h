@@ -109,7 +109,8 @@ int sched_req_info(const struct sched *s, uint32_t id, struct sched_req_info *ou
 int sched_try_grant(struct sched *s, uint32_t id);
 
 /* Queue IDLE request id: 1 when it waits, 0 when it could be granted at
- * once (then it is GRANTED, as with try_grant), -EINVAL (not IDLE). */
+ * once (then it is GRANTED, as with try_grant), -EINVAL (not IDLE), or
+ * -ENOMEM (no memory for its component's parked sets; nothing changed). */
 int sched_enqueue(struct sched *s, uint32_t id);
 
 /*
@@ -124,8 +125,9 @@ int sched_release(struct sched *s, const struct weft_dep *deps, size_t n, sched_
 /* sched_release of GRANTED request id's deps, then sched_req_free(id). */
 int sched_release_req(struct sched *s, uint32_t id, sched_grant_fn fn, void *ctx);
 
-/* Remove WAITING request id (it becomes IDLE; the caller answers it with
- * -ECANCELED and frees it).  If it was reserved, requests it held back may
+/* Remove WAITING request id (it becomes IDLE, as if never asked: arrival
+ * and bypass count cleared; the caller answers it with -ECANCELED and frees
+ * it, or asks again later).  If it was reserved, requests it held back may
  * now be granted through fn.  Number granted, or -EINVAL if not WAITING. */
 int sched_cancel(struct sched *s, uint32_t id, sched_grant_fn fn, void *ctx);
 

@@ -106,9 +106,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				driver_release(&d, (uint32_t)id);
 			break;
 		case 5:
-			id = driver_pick(&d, SCHED_REQ_WAITING, next_byte(&in));
-			if (id >= 0)
-				driver_cancel(&d, (uint32_t)id);
+			b = next_byte(&in);
+			id = driver_pick(&d, SCHED_REQ_WAITING, b >> 1);
+			if (id >= 0) {
+				driver_cancel(&d, (uint32_t)id, b & 1);
+				break;
+			}
+			/* Nobody waits: ask a kept one again, or free it. */
+			id = driver_pick(&d, SCHED_REQ_IDLE, b >> 2);
+			if (id >= 0 && (b & 3) == 3)
+				driver_free_idle(&d, (uint32_t)id);
+			else if (id >= 0)
+				driver_ask(&d, (uint32_t)id, b & 2, false);
 			break;
 		case 6:
 			driver_bad_calls(&d, next_byte(&in));
@@ -123,8 +132,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	/* Releasing everything must leave nobody waiting. */
 	for (;;) {
-		int id = driver_pick(&d, SCHED_REQ_GRANTED, 0);
+		int id = driver_pick(&d, SCHED_REQ_IDLE, 0);
 
+		if (id >= 0) {
+			driver_free_idle(&d, (uint32_t)id);
+			continue;
+		}
+		id = driver_pick(&d, SCHED_REQ_GRANTED, 0);
 		if (id < 0)
 			break;
 		driver_release(&d, (uint32_t)id);

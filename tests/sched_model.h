@@ -182,7 +182,7 @@ struct driver {
 	struct model *m;
 	uint32_t got[MODEL_MAX_IDS]; /* grants reported during one call */
 	uint32_t ngot;
-	uint32_t live[MODEL_MAX_IDS]; /* ids WAITING or GRANTED */
+	uint32_t live[MODEL_MAX_IDS]; /* ids WAITING, GRANTED or IDLE (cancelled, kept) */
 	uint32_t nlive;
 };
 
@@ -254,6 +254,8 @@ static inline void driver_replay_grants(struct driver *d, int ret)
  * scheduler must then refuse exactly as the model does.  Returns the id,
  * or -1 when nothing is live afterwards.
  */
+static inline bool driver_ask(struct driver *d, uint32_t id, bool try_only, bool free_busy);
+
 static inline int driver_acquire(struct driver *d, const struct weft_dep *deps, size_t n, bool try_only)
 {
 	struct model *m = d->m;
@@ -263,8 +265,6 @@ static inline int driver_acquire(struct driver *d, const struct weft_dep *deps, 
 	const struct weft_dep *got;
 	struct mreq *r;
 	size_t gn;
-	bool blocked;
-	int ret;
 
 	if (mn < 0 || id < 0) {
 		if (id != mn)
@@ -285,39 +285,73 @@ static inline int driver_acquire(struct driver *d, const struct weft_dep *deps, 
 	r->state = SCHED_REQ_IDLE;
 	r->n = (uint32_t)mn;
 	memcpy(r->deps, merged, (size_t)mn * sizeof(*merged));
+	d->live[d->nlive++] = (uint32_t)id;
+	return driver_ask(d, (uint32_t)id, try_only, true) ? id : -1;
+}
+
+/*
+ * Ask IDLE request id (new, or cancelled and kept): try_grant (try_only) or
+ * enqueue, against the model.  A refused try frees the slot when free_busy
+ * (the way weft_try_acquire uses it), else keeps it IDLE.  Returns whether
+ * the id is still live.
+ */
+static inline bool driver_ask(struct driver *d, uint32_t id, bool try_only, bool free_busy)
+{
+	struct model *m = d->m;
+	struct mreq *r = &m->req[id];
+	bool blocked;
+	int ret;
+
+	if (r->state != SCHED_REQ_IDLE)
+		MODEL_FAIL("driver: ask of id %u, not idle", id);
+	/* Not numbered until granted or queued: younger than everything. */
+	r->arrival = 0;
+	r->bypass = 0;
 	model_scan_reservations(m);
 	blocked = model_blocked(m, r);
-
 	if (try_only) {
-		ret = sched_try_grant(d->s, (uint32_t)id);
+		ret = sched_try_grant(d->s, id);
 		if (ret != (blocked ? -EBUSY : 0))
-			MODEL_FAIL("try_grant(%d) = %d, model says %s", id, ret, blocked ? "blocked" : "grantable");
+			MODEL_FAIL("try_grant(%u) = %d, model says %s", id, ret, blocked ? "blocked" : "grantable");
 		if (blocked) {
-			if (sched_req_free(d->s, (uint32_t)id))
+			if (!free_busy)
+				return true;
+			if (sched_req_free(d->s, id))
 				MODEL_FAIL("req_free of an idle request failed");
 			r->state = SCHED_REQ_FREE;
-			return -1;
+			driver_forget(d, id);
+			return false;
 		}
 		r->arrival = ++m->seq;
-		model_grant(m, (uint32_t)id);
+		model_grant(m, id);
+		return true;
+	}
+	ret = sched_enqueue(d->s, id);
+	if (ret != (blocked ? 1 : 0))
+		MODEL_FAIL("enqueue(%u) = %d, model says %s", id, ret, blocked ? "blocked" : "grantable");
+	r->arrival = ++m->seq;
+	if (!blocked) {
+		model_grant(m, id);
 	} else {
-		ret = sched_enqueue(d->s, (uint32_t)id);
-		if (ret != (blocked ? 1 : 0))
-			MODEL_FAIL("enqueue(%d) = %d, model says %s", id, ret, blocked ? "blocked" : "grantable");
-		r->arrival = ++m->seq;
-		if (!blocked) {
-			model_grant(m, (uint32_t)id);
-		} else {
-			r->state = SCHED_REQ_WAITING;
-			m->stats.waits++;
-			if (m->budget == 0) {
-				r->reserved = true;
-				m->stats.reservations++;
-			}
+		r->state = SCHED_REQ_WAITING;
+		m->stats.waits++;
+		if (m->budget == 0) {
+			r->reserved = true;
+			m->stats.reservations++;
 		}
 	}
-	d->live[d->nlive++] = (uint32_t)id;
-	return id;
+	return true;
+}
+
+/* Free IDLE request id (a cancelled one that was kept). */
+static inline void driver_free_idle(struct driver *d, uint32_t id)
+{
+	if (d->m->req[id].state != SCHED_REQ_IDLE)
+		MODEL_FAIL("driver: free of id %u, not idle", id);
+	if (sched_req_free(d->s, id))
+		MODEL_FAIL("req_free of an idle request failed");
+	d->m->req[id].state = SCHED_REQ_FREE;
+	driver_forget(d, id);
 }
 
 static inline void driver_release(struct driver *d, uint32_t id)
@@ -340,19 +374,29 @@ static inline void driver_release(struct driver *d, uint32_t id)
 	driver_replay_grants(d, ret);
 }
 
-static inline void driver_cancel(struct driver *d, uint32_t id)
+/* Cancel WAITING request id; keep: leave it IDLE (to ask again or free
+ * later), else free it. */
+static inline void driver_cancel(struct driver *d, uint32_t id, bool keep)
 {
 	struct model *m = d->m;
+	struct mreq *r = &m->req[id];
 	int ret;
 
-	if (m->req[id].state != SCHED_REQ_WAITING)
+	if (r->state != SCHED_REQ_WAITING)
 		MODEL_FAIL("driver: cancel of id %u, not waiting", id);
 	ret = sched_cancel(d->s, id, driver_on_grant, d);
-	if (ret >= 0 && sched_req_free(d->s, id))
-		MODEL_FAIL("req_free after cancel failed");
-	m->req[id].state = SCHED_REQ_FREE;
 	m->stats.cancelled++;
-	driver_forget(d, id);
+	r->reserved = false;
+	r->arrival = 0;
+	r->bypass = 0;
+	if (keep && ret >= 0) {
+		r->state = SCHED_REQ_IDLE;
+	} else {
+		if (ret >= 0 && sched_req_free(d->s, id))
+			MODEL_FAIL("req_free after cancel failed");
+		r->state = SCHED_REQ_FREE;
+		driver_forget(d, id);
+	}
 	driver_replay_grants(d, ret);
 }
 
@@ -374,7 +418,7 @@ static inline void driver_bad_calls(struct driver *d, uint32_t pick)
 	if (sched_release(d->s, &dep, 1, driver_on_grant, d) != -EINVAL)
 		MODEL_FAIL("release of an out-of-range component accepted");
 	/* Waiting and granted requests are neither tried, enqueued nor freed. */
-	if (d->nlive) {
+	if (d->nlive && d->m->req[d->live[pick % d->nlive]].state != SCHED_REQ_IDLE) {
 		uint32_t id = d->live[pick % d->nlive];
 
 		if (sched_try_grant(d->s, id) != -EINVAL || sched_enqueue(d->s, id) != -EINVAL)
@@ -413,6 +457,11 @@ static inline void driver_check(struct driver *d)
 		if (info.arrival != r->arrival)
 			MODEL_FAIL("id %u: arrival %llu, model %llu", id, (unsigned long long)info.arrival,
 				   (unsigned long long)r->arrival);
+		if (r->state == SCHED_REQ_IDLE) {
+			if (info.bypass != 0 || info.reserved)
+				MODEL_FAIL("idle id %u: bypass %u reserved %d", id, info.bypass, info.reserved);
+			continue;
+		}
 		if (r->state == SCHED_REQ_GRANTED) {
 			for (uint32_t i = 0; i < r->n; i++) {
 				if (r->deps[i].access == WEFT_WRITE)
