@@ -99,6 +99,7 @@
 #include "bitset.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -171,7 +172,7 @@ static inline uint32_t mode_of(uint32_t access)
 	return access == WEFT_WRITE ? M_WRITE : M_READ;
 }
 
-static inline struct slink *node_link(struct sched *s, uint32_t node)
+static inline struct slink *node_link(const struct sched *s, uint32_t node)
 {
 	return &s->req[NODE_ID(node)].link[NODE_DEP(node)];
 }
@@ -1009,4 +1010,83 @@ void sched_comp_set_holders(struct sched *s, uint32_t c, uint32_t readers, bool 
 void sched_get_stats(const struct sched *s, struct sched_stats *out)
 {
 	*out = s->stats;
+}
+
+/* ---- self-check (tests) ---- */
+
+#define CHECK(cond, ...)                                  \
+	do {                                              \
+		if (!(cond)) {                            \
+			snprintf(why, len, __VA_ARGS__); \
+			return -EFAULT;                   \
+		}                                         \
+	} while (0)
+
+int sched_check(const struct sched *s, char *why, size_t len)
+{
+	uint32_t nwaiting = 0;
+
+	for (uint32_t id = 0; id < s->cap; id++) {
+		const struct sreq *r = &s->req[id];
+		bool waiting = r->state == SCHED_REQ_WAITING;
+
+		CHECK(bitset_test(&s->free, id) == (r->state == SCHED_REQ_FREE), "id %u: free set vs state %d", id,
+		      r->state);
+		CHECK(bitset_test(&s->waiting, id) == waiting, "id %u: waiting set vs state %d", id, r->state);
+		CHECK(bitset_test(&s->reserved, id) == (waiting && r->reserved), "id %u: reserved set", id);
+		if (!waiting)
+			continue;
+		nwaiting++;
+		/* I1: parked on one of its components, which blocks it there. */
+		int i = -1;
+		for (uint32_t j = 0; j < r->n; j++)
+			if (r->deps[j].comp == r->parked)
+				i = (int)j;
+		CHECK(i >= 0, "id %u parked on %u, not one of its components", id, r->parked);
+		const struct scomp *k = &s->comp[r->parked];
+		CHECK(k->parked && bitset_test(&k->parked[r->park_mode], id) &&
+			      r->park_mode == mode_of(r->deps[i].access),
+		      "id %u: not in the parked set of %u", id, r->parked);
+		bool held = k->writer || (r->deps[i].access == WEFT_WRITE && k->readers);
+		bool res = res_blocks(s, k->res_head[M_WRITE], r) ||
+			   (r->deps[i].access == WEFT_WRITE && res_blocks(s, k->res_head[M_READ], r));
+		CHECK(held || res, "id %u parked on %u, which does not block it", id, r->parked);
+	}
+	CHECK(nwaiting == s->nwaiting, "nwaiting %u, counted %u", s->nwaiting, nwaiting);
+	for (uint32_t c = 0; c < s->ncomp; c++) {
+		const struct scomp *k = &s->comp[c];
+
+		for (uint32_t m = 0; m < 2; m++) {
+			uint32_t nfree = 0, nres = 0, nparked = 0;
+			uint64_t last = 0;
+
+			for (uint32_t node = k->wait_head[m]; node != NIL; node = node_link(s, node)->next) {
+				const struct sreq *r = &s->req[NODE_ID(node)];
+
+				CHECK(r->state == SCHED_REQ_WAITING, "component %u: a wait list entry not waiting", c);
+				CHECK(r->arrival > last, "component %u: wait list out of arrival order", c);
+				last = r->arrival;
+				nfree += !r->reserved;
+				nres += r->reserved;
+			}
+			last = 0;
+			for (uint32_t node = k->res_head[m]; node != NIL; node = node_link(s, node)->rnext) {
+				const struct sreq *r = &s->req[NODE_ID(node)];
+
+				CHECK(r->state == SCHED_REQ_WAITING && r->reserved, "component %u: reserved list entry", c);
+				CHECK(r->arrival > last, "component %u: reserved list out of arrival order", c);
+				last = r->arrival;
+				nres--;
+			}
+			CHECK(nres == 0, "component %u mode %u: reserved list and flags differ", c, m);
+			CHECK(nfree == k->nfree_waiting[m], "component %u mode %u: nfree_waiting %u, counted %u", c, m,
+			      k->nfree_waiting[m], nfree);
+			for (uint32_t id = 0; id < s->cap; id++)
+				nparked += s->req[id].state == SCHED_REQ_WAITING && s->req[id].parked == c &&
+					   s->req[id].park_mode == m;
+			CHECK(nparked == k->nparked[m], "component %u mode %u: nparked %u, counted %u", c, m, k->nparked[m],
+			      nparked);
+		}
+	}
+	return 0;
 }

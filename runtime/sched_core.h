@@ -139,6 +139,11 @@ uint32_t sched_nwaiting(const struct sched *s);
 void sched_comp_holders(const struct sched *s, uint32_t c, uint32_t *readers, bool *writer);
 void sched_get_stats(const struct sched *s, struct sched_stats *out);
 
+/* For tests: check the internal invariants (I1 parking, I4 lists and sets,
+ * wait lists in arrival order, the per-component counts, the free set)
+ * by recounting.  0, or -EFAULT with a description in why[len]. */
+int sched_check(const struct sched *s, char *why, size_t len);
+
 /* Hand holders of component c between the core and a lock-free layer
  * above it (acquire.c keeps uncontended components out of the core).  Only
  * for a component no waiting request names: the core's counts for c are

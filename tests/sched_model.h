@@ -441,6 +441,10 @@ static inline void driver_check(struct driver *d)
 	int first_waiter = -1;
 	struct sched_stats st;
 
+	char why[160];
+
+	if (sched_check(d->s, why, sizeof why) != 0)
+		MODEL_FAIL("scheduler invariant: %s", why);
 	model_scan_reservations(m);
 	/* Ids past nids were never handed out: the scheduler's must be free
 	 * too (checked up to a margin). */
