@@ -30,12 +30,12 @@
  * first, then the non-reserved requests (only those older than any
  * reservation that holds their mode back there), then the oldest reserved
  * writer.  Among the non-reserved: readers first or the writer first by
- * which mode's oldest waiter is older, and within a mode in id order starting at the id of that mode's oldest
- * waiter, wrapping around.  Slots are handed out by a cursor that goes
- * round the table (the next free id after the last one given), so id order
- * from there is arrival order, except where the cursor stepped over a slot
- * still in use; never "lowest id first", which with recycled ids starves
- * high ids.  Why arrival order matters: every grant of a younger waiter
+ * which mode's oldest waiter is older, and within a mode in id order,
+ * starting at the id of that mode's oldest waiter and wrapping around.
+ * Slots are handed out by a cursor that goes round the table (the next
+ * free id after the last one given), so id order from there is arrival
+ * order, except where the cursor stepped over a slot still in use; never
+ * "lowest id first", which with recycled ids starves high ids.  Why arrival order matters: every grant of a younger waiter
  * over an older conflicting one counts against the older one's budget.
  * With the per-component rotor this replaced, a skewed load whose holders
  * were sometimes slow (a worker preempted while holding the hot component)
@@ -55,8 +55,8 @@
  *    conflicting request that arrived after it, reserved or not.  So the
  *    oldest reserved request is blocked only by holders; waiters older
  *    than itself (there when it arrived, a set that only shrinks) may be
- *    granted before it, and no younger conflicting request can be granted at its components
- *    while it waits: they drain, it is granted.  Every other waiter is
+ *    granted before it, and no younger conflicting request can be granted
+ *    at its components while it waits: they drain, it is granted.  Every other waiter is
  *    overtaken at most max_bypass times before it is reserved itself, so
  *    no request waits forever while holders release.  Older waiters pass
  *    a reservation: granting them is not an overtake (they came first).
