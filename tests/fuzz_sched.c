@@ -131,19 +131,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		driver_check(&d);
 	}
 	/* Releasing everything must leave nobody waiting. */
-	for (;;) {
-		int id = driver_pick(&d, SCHED_REQ_IDLE, 0);
-
-		if (id >= 0) {
-			driver_free_idle(&d, (uint32_t)id);
-			continue;
-		}
-		id = driver_pick(&d, SCHED_REQ_GRANTED, 0);
-		if (id < 0)
-			break;
-		driver_release(&d, (uint32_t)id);
-		driver_check(&d);
-	}
+	driver_drain(&d);
 	if (d.nlive)
 		MODEL_FAIL("%u requests left waiting with nothing held", d.nlive);
 	driver_fini(&d);

@@ -528,4 +528,23 @@ static inline int driver_pick(const struct driver *d, enum sched_state state, ui
 	return -1;
 }
 
+/* Free the kept IDLE requests and release every grant, checking after
+ * each step; what is still live afterwards waits with nothing held. */
+static inline void driver_drain(struct driver *d)
+{
+	for (;;) {
+		int id = driver_pick(d, SCHED_REQ_IDLE, 0);
+
+		if (id >= 0) {
+			driver_free_idle(d, (uint32_t)id);
+			continue;
+		}
+		id = driver_pick(d, SCHED_REQ_GRANTED, 0);
+		if (id < 0)
+			break;
+		driver_release(d, (uint32_t)id);
+		driver_check(d);
+	}
+}
+
 #endif

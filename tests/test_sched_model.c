@@ -538,12 +538,18 @@ Test(sched, examinations_per_parked_request)
 
 static uint64_t rng_state;
 
-static uint64_t rnd(void)
+/* splitmix64. */
+static uint64_t splitmix(uint64_t *st)
 {
-	uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
+	uint64_t z = (*st += 0x9e3779b97f4a7c15ull);
 	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
 	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
 	return z ^ (z >> 31);
+}
+
+static uint64_t rnd(void)
+{
+	return splitmix(&rng_state);
 }
 
 static uint32_t rnd_below(uint32_t n)
@@ -618,18 +624,7 @@ static void model_run(uint32_t ncomp, uint32_t budget, bool strict, uint32_t max
 		driver_check(&d);
 	}
 	/* Drain: releasing everything must grant every waiter in the end. */
-	for (;;) {
-		id = driver_pick(&d, SCHED_REQ_IDLE, 0);
-		if (id >= 0) {
-			driver_free_idle(&d, (uint32_t)id);
-			continue;
-		}
-		id = driver_pick(&d, SCHED_REQ_GRANTED, 0);
-		if (id < 0)
-			break;
-		driver_release(&d, (uint32_t)id);
-		driver_check(&d);
-	}
+	driver_drain(&d);
 	cr_assert_eq(d.nlive, 0, "waiters left with nothing held");
 	cr_assert_geq(granted_total, (uint64_t)nops / 8, "the run must mostly grant");
 	driver_fini(&d);
@@ -704,11 +699,7 @@ static void sim_grant(void *ctx, uint32_t id)
 
 static double sim_unit(uint64_t *st)
 {
-	uint64_t z = (*st += 0x9e3779b97f4a7c15ull);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return (double)((z ^ (z >> 31)) >> 11) * 0x1p-53;
+	return (double)(splitmix(st) >> 11) * 0x1p-53;
 }
 
 /* p_long of the tasks hold for 1 + len_long * U(0, 1) units. */
