@@ -26,7 +26,8 @@
  *   (core_lock applies them too, so the core is current when a holder
  *   starts).  Why no post is left behind: see "Posted releases" below.
  *   Only requests that must know their answer at once (try_acquire,
- *   acquire_wait, a worker's own acquire/spawn_with) wait for the lock.
+ *   acquire_wait, and acquire/spawn_with requests when a worker makes
+ *   them) wait for the lock.
  *
  * Invariants
  *   - SLOW clear: the word counts every holder of c and the core counts
@@ -56,12 +57,12 @@
  * GRANT_INLINE_DEPS deps), in the calling thread's grant cache (threads
  * that are not workers), or otherwise in malloc'd memory kept on a list so
  * weft_destroy can report and free what callers never released.
- * weft_acquire / weft_spawn_with from a thread that is not a worker merge
- * and check the deps there and send the request to a worker inside the
- * injection item (up to GRANT_INLINE_DEPS deps; more go as a malloc'd
+ * weft_acquire / weft_spawn_with (from any thread, workers included)
+ * merge and check the deps at the call and send the request to a worker
+ * inside an injection item (up to GRANT_INLINE_DEPS deps; more go as a malloc'd
  * grant); the worker makes the grant in its own arena
  * (acquire_item_to_task), requests the components and, when they are
- * granted at once, runs the callback right away (outside_task).
+ * granted at once, runs the callback right away (request_task).
  */
 #include "acquire.h"
 
@@ -1017,21 +1018,6 @@ static int grant_prepare(struct weft_rt *rt, const struct weft_dep *deps, size_t
 	return grant_with(rt, merged, (unsigned)m, out);
 }
 
-/* Acquire g for a callback or task: fast, or through the core. */
-static int submit(struct weft_rt *rt, struct weft_grant *g)
-{
-	if (grant_fast_patient(rt, g)) {
-		dispatch(rt, g);
-		return 0;
-	}
-	int r = acquire_slow(rt, g, true);
-	if (r == 1)
-		dispatch(rt, g);
-	else if (r < 0)
-		grant_free(g);
-	return r < 0 ? r : 0;
-}
-
 /* What a granted request runs: a callback (p1 = cb, p2 = ctx) or a task
  * (p1 = fn, p2 = arg). */
 static void grant_target(struct weft_grant *g, uint8_t kind, void *p1, void *p2)
@@ -1046,24 +1032,30 @@ static void grant_target(struct weft_grant *g, uint8_t kind, void *p1, void *p2)
 	}
 }
 
-/* ---- requests from threads that are not workers travel to a worker -------------- */
+/* ---- weft_acquire / weft_spawn_with requests travel to a worker ----------------- */
 
 /*
- * weft_acquire / weft_spawn_with from a thread that is not a worker: the
- * deps are merged and checked here (so a failed call changes nothing).  Up
- * to GRANT_INLINE_DEPS of them travel packed in the injection item and the
+ * weft_acquire / weft_spawn_with, from any thread: the deps are merged and
+ * checked at the call (so a failed call changes nothing).  Up to
+ * GRANT_INLINE_DEPS of them travel packed in an injection item and the
  * worker that takes it makes the grant in its own arena
  * (acquire_item_to_task): no line of the submitter's is read per request.
  * More deps travel as a malloc'd grant.  Either way the worker requests
  * the components and, when they are granted at once, runs the callback or
  * function right away.
  * Requesting on the worker, when it is ready to run something, keeps
- * components free while requests sit in the injection queue: a worker
- * that pops a request (inject_item_is_request, or outside_task for the
- * malloc'd kind: acquire_is_outside_request) takes it alone, never as the
- * head of a batch (take_injected in worker.c).
+ * components free while requests sit in the queue: a worker that pops a
+ * request (inject_item_is_request, or request_task for the malloc'd kind:
+ * acquire_is_request) takes it alone, never as the head of a batch
+ * (take_injected in worker.c).  A worker's own requests go the same way,
+ * to its node's queue, not onto its deque: made at the call, every
+ * request of a task that submits many would conflict with the ones before
+ * it and wait, and each grant would then hold its components on a deque
+ * beneath work pushed after it; taken LIFO from the deque, the newest
+ * would be made first.  Either is the convoy of the skewed ECS rows
+ * (architecture.md).
  */
-static void outside_task(void *p)
+static void request_task(void *p)
 {
 	struct weft_grant *g = p;
 	struct weft_rt *rt = g->rt;
@@ -1079,9 +1071,9 @@ static void outside_task(void *p)
 	}
 }
 
-bool acquire_is_outside_request(void (*fn)(void *))
+bool acquire_is_request(void (*fn)(void *))
 {
-	return fn == outside_task;
+	return fn == request_task;
 }
 
 /* A dep in an injection item's req[]: comp < ncomp <= SCHED_MAX_REQS
@@ -1111,7 +1103,7 @@ bool acquire_item_to_task(struct weft_worker *w, struct weft_inject_item *it)
 		g->deps[i] = (struct weft_dep){ v & ((1u << REQ_ACCESS_SHIFT) - 1), v >> REQ_ACCESS_SHIFT };
 	}
 	grant_target(g, kind, (void *)(uintptr_t)it->fn, it->arg);
-	it->fn = outside_task;
+	it->fn = request_task;
 	it->arg = g;
 	it->aux = 0;
 	return true;
@@ -1121,16 +1113,12 @@ static int submit_any(struct weft_rt *rt, const struct weft_dep *deps, size_t n,
 {
 	struct weft_grant *g;
 	struct weft_worker *w = weft_tls_worker;
-	if (w && w->rt == rt) {
-		int r = grant_prepare(rt, deps, n, &g);
-		if (r < 0)
-			return r;
-		grant_target(g, kind, p1, p2);
-		return submit(rt, g);
-	}
-	/* From outside: merged and checked here, so a failed call changes
-	 * nothing; the deps travel in the injection item (acquire_item_to_task
-	 * makes the grant on the worker) unless there are too many. */
+	/* A worker's request goes to its own node's queue (see above): its
+	 * workers take it after what is already granted to them. */
+	int node = w && w->rt == rt ? (int)w->node : -1;
+	/* Merged and checked here, so a failed call changes nothing; the deps
+	 * travel in the injection item (acquire_item_to_task makes the grant
+	 * on the worker that takes it) unless there are too many. */
 	struct weft_dep merged[WEFT_MAX_DEPS];
 	int m = merge_request(rt, deps, n, merged);
 	if (m < 0)
@@ -1143,13 +1131,13 @@ static int submit_any(struct weft_rt *rt, const struct weft_dep *deps, size_t n,
 		};
 		for (int i = 0; i < m; i++)
 			it.req[i] = merged[i].comp | merged[i].access << REQ_ACCESS_SHIFT;
-		return rt_push_outside_item(rt, -1, false, &it, false);
+		return rt_push_outside_item(rt, node, false, &it, false);
 	}
 	int r = grant_with(rt, merged, (unsigned)m, &g);
 	if (r < 0)
 		return r;
 	grant_target(g, kind, p1, p2);
-	r = rt_push_outside(rt, -1, false, outside_task, g, NULL, false);
+	r = rt_push_outside(rt, node, false, request_task, g, NULL, false);
 	if (r < 0)
 		grant_free(g);
 	return r;

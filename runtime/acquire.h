@@ -26,7 +26,7 @@ void acquire_stats(struct weft_rt *rt, struct weft_acquire_stats *out);
  * with more deps than fit in an injection item (the rest travel in the
  * item: inject_item_is_request)?  A worker that pops either kind first
  * takes it alone (take_injected). */
-bool acquire_is_outside_request(void (*fn)(void *));
+bool acquire_is_request(void (*fn)(void *));
 struct weft_worker;
 struct weft_inject_item;
 /* A request item (inject.h) taken by worker w: its grant is made in w's

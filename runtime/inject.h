@@ -37,11 +37,11 @@ struct weft_inject_item {
 	uint32_t req[4]; /* a request's deps, packed by acquire.c */
 };
 
-/* aux of an item that carries a request of a thread that is not a worker
- * (weft_acquire / weft_spawn_with from outside, acquire.c): INJECT_REQUEST
- * | kind << 8 | number of deps, fn/arg the callback or task.  The deps
- * travel in the item, so the worker builds the grant in its own memory and
- * no line of the submitter's is read per request. */
+/* aux of an item that carries a request (weft_acquire / weft_spawn_with,
+ * acquire.c): INJECT_REQUEST | kind << 8 | number of deps, fn/arg the
+ * callback or task.  The deps travel in the item, so the worker builds the
+ * grant in its own memory and no line of the submitter's is read per
+ * request. */
 #define INJECT_REQUEST (1ull << 63)
 
 static inline bool inject_item_is_request(const struct weft_inject_item *it)

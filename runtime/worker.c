@@ -117,7 +117,7 @@ static struct weft_task *take_injected(struct weft_worker *w, struct weft_inject
 	if (n == 0)
 		return NULL;
 	/*
-	 * A request of a thread that is not a worker (acquire.c) is made when
+	 * A weft_acquire / weft_spawn_with request (acquire.c) is made when
 	 * its task runs.  Taken in a batch, the rest of the batch would be
 	 * requested one after another as soon as each found its components
 	 * held, long before this worker could run them: the skewed ECS rows
@@ -126,7 +126,7 @@ static struct weft_task *take_injected(struct weft_worker *w, struct weft_inject
 	 * everything reserved, tasks ran about one at a time.  Taken alone, a
 	 * request is made when a worker is ready to run it.
 	 */
-	if (max > 1 && !inject_item_is_request(&items[0]) && !acquire_is_outside_request(items[0].fn))
+	if (max > 1 && !inject_item_is_request(&items[0]) && !acquire_is_request(items[0].fn))
 		n += inject_pop(q, items + 1, max - 1);
 	struct weft_task *first = NULL;
 	unsigned queued = 0;

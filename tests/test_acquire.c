@@ -240,6 +240,72 @@ Test(acquire, outside_requests_carry_their_deps, .timeout = 30)
 	weft_destroy(rt);
 }
 
+/* ---- requests made by a task ---- */
+
+/*
+ * A task that submits many requests must not have them all made at once:
+ * every one that conflicts with an earlier one would wait in the core, and
+ * grants would then hold components while sitting in deques, behind work
+ * pushed after them (the convoy of docs/architecture.md).  A worker's
+ * requests queue on its node like anyone else's and are made when a worker
+ * takes them, in submission order.
+ */
+#define FLOOD 200
+static int flood_order[FLOOD], flood_spawn_r[FLOOD];
+static int flood_next;
+
+static void flood_ran(void *arg)
+{
+	/* One worker: no race on flood_order. */
+	int i = flood_next;
+	flood_order[i] = (int)(intptr_t)arg;
+	__atomic_store_n(&flood_next, i + 1, __ATOMIC_RELEASE);
+}
+
+static void flood_cb(struct weft_grant *g, int status, void *ctx)
+{
+	cr_assert_eq(status, 0);
+	size_t n;
+	const struct weft_dep *d = weft_grant_deps(g, &n);
+	cr_assert_eq(n, 6, "a 6-dep request from a worker keeps its deps");
+	cr_assert_eq(d[0].comp, 0);
+	cr_assert_eq(d[0].access, WEFT_WRITE);
+	weft_release(g);
+	flood_ran(ctx);
+}
+
+static void flood(void *arg)
+{
+	(void)arg;
+	for (int i = 0; i < FLOOD; i++) {
+		/* Every request writes component 0; every third one names six
+		 * components (the kind that travels as a malloc'd grant). */
+		struct weft_dep d[6] = { W(0), R(1), R(2), R(3), R(4), R(5) };
+		if (i % 3 == 2)
+			flood_spawn_r[i] = weft_acquire(rt, d, 6, flood_cb, (void *)(intptr_t)i);
+		else
+			flood_spawn_r[i] = weft_spawn_with(rt, d, 1 + (unsigned)i % 2, flood_ran, (void *)(intptr_t)i);
+	}
+}
+
+Test(acquire, requests_from_a_task_are_made_when_taken, .timeout = 30)
+{
+	create(1, 0);
+	flood_next = 0;
+	cr_assert_eq(weft_spawn(rt, flood, NULL), 0);
+	while (__atomic_load_n(&flood_next, __ATOMIC_ACQUIRE) != FLOOD)
+		usleep(1000);
+	struct weft_stats st;
+	weft_stats(rt, &st);
+	for (int i = 0; i < FLOOD; i++) {
+		cr_assert_eq(flood_spawn_r[i], 0, "request %d", i);
+		cr_assert_eq(flood_order[i], i, "request %d ran in place %d", flood_order[i], i);
+	}
+	cr_assert_eq(st.acquire.grants, FLOOD);
+	cr_assert_eq(st.acquire.waits, 0, "%llu of %d requests waited", (unsigned long long)st.acquire.waits, FLOOD);
+	weft_destroy(rt);
+}
+
 /* ---- the seed's scenario ---- */
 
 static uint64_t granted_at[2]; /* ns, 0 = not yet */
