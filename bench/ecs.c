@@ -173,6 +173,7 @@ struct ecs_load *ecs_load_new(const struct ecs_params *p, struct ecs_result *r, 
 	l->gate.nworkers = q.workers;
 	l->gate.inflight = q.inflight;
 	l->gate.slack = q.inflight / 8;
+	l->gate.in_pool = q.in_pool;
 	*err = 0;
 	return l;
 nomem:
@@ -259,8 +260,9 @@ static long futex(_Atomic uint32_t *word, int op, uint32_t val)
 	return syscall(SYS_futex, (uint32_t *)word, op, val, NULL, NULL, 0);
 }
 
-/* A worker finished a task. */
-static void gate_finish(struct ecs_gate *g, unsigned worker)
+/* A worker finished a task.  True when the caller now owns the in-pool
+ * producer's restart. */
+static bool gate_finish(struct ecs_gate *g, unsigned worker)
 {
 	struct ecs_gate_worker *me;
 	uint64_t d;
@@ -269,23 +271,35 @@ static void gate_finish(struct ecs_gate *g, unsigned worker)
 		ecs_fail("a task ran on worker %u of %u", worker, g->nworkers);
 	me = &g->w[worker];
 	d = atomic_load_explicit(&me->done, memory_order_relaxed) + 1;
-	/* seq_cst store, then seq_cst load of `sleeping`: against the
-	 * submitter's store of `sleeping` and re-read of the counters, one of
-	 * the two sides sees the other, so a wake is never lost. */
+	/* seq_cst store, then seq_cst load of `sleeping` (`drain`): against
+	 * the submitter's store of `sleeping` (`drain`) and re-read of the
+	 * counters, one of the two sides sees the other, so a wake (restart,
+	 * the end of the run) is never lost. */
 	atomic_store(&me->done, d);
+	if (g->in_pool) {
+		if (atomic_load(&g->drain)) {
+			if (ecs_gate_done(g) >= atomic_load(&g->drain_target) && !atomic_exchange(&g->finished, 1))
+				futex(&g->finished, FUTEX_WAKE_PRIVATE, 1);
+			return false;
+		}
+		if (!atomic_load(&g->sleeping) || d < atomic_load_explicit(&me->wake_at, memory_order_relaxed))
+			return false;
+		return atomic_exchange(&g->sleeping, 0);
+	}
 	if (!atomic_load(&g->sleeping))
-		return;
+		return false;
 	if (atomic_load(&g->drain)) {
 		if (ecs_gate_done(g) < atomic_load(&g->drain_target))
-			return;
+			return false;
 	} else if (d < atomic_load_explicit(&me->wake_at, memory_order_relaxed)) {
-		return;
+		return false;
 	}
 	if (atomic_exchange(&g->sleeping, 0))
 		futex(&g->sleeping, FUTEX_WAKE_PRIVATE, 1);
+	return false;
 }
 
-void ecs_task_run(struct ecs_task *t, unsigned worker)
+bool ecs_task_run(struct ecs_task *t, unsigned worker)
 {
 	uint64_t now = bench_now_ns();
 
@@ -295,7 +309,7 @@ void ecs_task_run(struct ecs_task *t, unsigned worker)
 	shadow_enter(t);
 	ecs_spin_ns(t->load->work_ns);
 	shadow_exit(t);
-	gate_finish(&t->load->gate, worker);
+	return gate_finish(&t->load->gate, worker);
 }
 
 void ecs_stamp_submit(struct ecs_task *t)
@@ -314,13 +328,28 @@ uint64_t ecs_gate_done(struct ecs_gate *g)
 	return sum;
 }
 
+/* Per-worker thresholds for a wait that needs slack + 1 more completions
+ * (at most all outstanding ones) from the `others` workers that can make
+ * them.  Each gets an equal share as its own threshold: if every
+ * outstanding task finished without any worker reaching its share, at most
+ * others * (share - 1) <= want - 1 < outstanding tasks would have finished,
+ * a contradiction, so some worker always reaches its threshold. */
+static void gate_set_thresholds(struct ecs_gate *g, unsigned others, const uint64_t *snap, uint64_t outstanding)
+{
+	uint64_t want = g->slack + 1 < outstanding ? g->slack + 1 : outstanding;
+	uint64_t share = (want + others - 1) / others;
+
+	for (unsigned w = 0; w < g->nworkers; w++)
+		atomic_store_explicit(&g->w[w].wake_at, snap[w] + share, memory_order_relaxed);
+}
+
 /* Sleep until the window has room again, or return at once if it has.
  * Called by the submitter when its count says the window is full; a stale
  * futex wake just makes the caller look again. */
 static void gate_sleep(struct ecs_gate *g, int self)
 {
 	unsigned others = g->nworkers - (self >= 0 && (unsigned)self < g->nworkers);
-	uint64_t snap[ECS_MAX_WORKERS], total = 0, outstanding, want, share;
+	uint64_t snap[ECS_MAX_WORKERS], total = 0, outstanding;
 
 	/* A submitter that is the only worker cannot wait for itself; with
 	 * OpenMP and one thread it runs its tasks undeferred anyway. */
@@ -331,15 +360,7 @@ static void gate_sleep(struct ecs_gate *g, int self)
 	outstanding = g->submitted - total;
 	if (outstanding < g->inflight)
 		return;
-	/* Resume with slack + 1 free slots.  Each other worker gets an equal
-	 * share of them as its own threshold: if every outstanding task
-	 * finished without any worker reaching its share, at most
-	 * others * (share - 1) <= want - 1 < outstanding tasks would have
-	 * finished, a contradiction, so a wake always comes. */
-	want = g->slack + 1 < outstanding ? g->slack + 1 : outstanding;
-	share = (want + others - 1) / others;
-	for (unsigned w = 0; w < g->nworkers; w++)
-		atomic_store_explicit(&g->w[w].wake_at, snap[w] + share, memory_order_relaxed);
+	gate_set_thresholds(g, others, snap, outstanding);
 	atomic_store(&g->sleeping, 1);
 	if (g->submitted - ecs_gate_done(g) < g->inflight) {
 		atomic_exchange(&g->sleeping, 0);
@@ -384,6 +405,62 @@ void ecs_gate_drain(struct ecs_gate *g)
 	g->known_done = target;
 }
 
+/* ---------------- the in-pool producer ---------------- */
+
+/* The window is full: park the producer unless room appeared meanwhile.
+ * True when parked (its restart now belongs to a worker), false when the
+ * producer may go on. */
+static bool gate_park(struct ecs_gate *g)
+{
+	uint64_t snap[ECS_MAX_WORKERS], total = 0, outstanding;
+
+	for (unsigned w = 0; w < g->nworkers; w++)
+		total += snap[w] = atomic_load(&g->w[w].done);
+	outstanding = g->submitted - total;
+	if (outstanding < g->inflight)
+		return false;
+	/* Every worker can finish tasks: the producer blocks none of them. */
+	gate_set_thresholds(g, g->nworkers, snap, outstanding);
+	atomic_store(&g->sleeping, 1);
+	if (g->submitted - ecs_gate_done(g) < g->inflight)
+		/* Room after all.  Whoever clears the flag owns the restart:
+		 * if a worker beat us to it, it restarts the producer and
+		 * this one must stop. */
+		return !atomic_exchange(&g->sleeping, 0);
+	return true;
+}
+
+struct ecs_task *ecs_produce_next(struct ecs_load *l)
+{
+	struct ecs_gate *g = &l->gate;
+
+	if (g->submitted == l->p.tasks)
+		return NULL;
+	if (g->submitted - g->known_done >= g->inflight) {
+		g->known_done = ecs_gate_done(g);
+		if (g->submitted - g->known_done >= g->inflight) {
+			if (gate_park(g))
+				return NULL;
+			g->known_done = ecs_gate_done(g);
+		}
+	}
+	if (++g->submitted == l->p.tasks) {
+		/* The last one: from now on the workers look for the end.
+		 * seq_cst, against their store of `done` and load of `drain`
+		 * (gate_finish); the task is not handed over yet, so the end
+		 * is still ahead whoever sees it. */
+		atomic_store(&g->drain_target, l->p.tasks);
+		atomic_store(&g->drain, 1);
+	}
+	return &l->task[g->submitted - 1];
+}
+
+void ecs_gate_wait_finished(struct ecs_gate *g)
+{
+	while (!atomic_load(&g->finished))
+		futex(&g->finished, FUTEX_WAIT_PRIVATE, 0);
+}
+
 /* ---------------- results ---------------- */
 
 int ecs_load_finish(struct ecs_load *l, struct ecs_result *r)
@@ -422,7 +499,7 @@ int ecs_load_finish(struct ecs_load *l, struct ecs_result *r)
 	r->spurious = 0;
 	r->waited_frac = NAN;
 	r->reserved_frac = NAN;
-	r->submit_cpu_ns = l->cpu_end > l->cpu_begin ? (double)(l->cpu_end - l->cpu_begin) / n : NAN;
+	r->submit_cpu_ns = !l->p.in_pool && l->cpu_end > l->cpu_begin ? (double)(l->cpu_end - l->cpu_begin) / n : NAN;
 	free(wait);
 	return 0;
 }
@@ -452,6 +529,8 @@ int ecs_run_serial(const struct ecs_params *p, struct ecs_result *r)
 
 /* ---------------- weft ---------------- */
 
+static void weft_produce(void *arg);
+
 static void weft_task(void *arg)
 {
 	struct ecs_task *t = arg;
@@ -459,7 +538,37 @@ static void weft_task(void *arg)
 
 	if (w < 0)
 		ecs_fail("weft ran task %u outside its workers", t->index);
-	ecs_task_run(t, (unsigned)w);
+	/* From a worker, weft_spawn pushes on its own deque: the producer
+	 * runs right after this task's release, or on a thief. */
+	if (ecs_task_run(t, (unsigned)w) && weft_spawn(t->load->sched, weft_produce, t->load) != 0)
+		ecs_fail("weft_spawn of the producer failed");
+}
+
+static void weft_deps(const struct ecs_task *t, struct weft_dep *d)
+{
+	for (unsigned j = 0; j < t->n; j++) {
+		d[j].comp = t->comp[j];
+		d[j].access = t->write >> j & 1 ? WEFT_WRITE : WEFT_READ;
+	}
+}
+
+/* The in-pool producer, a task on a worker. */
+static void weft_produce(void *arg)
+{
+	struct ecs_load *l = arg;
+	struct ecs_task *t;
+
+	while ((t = ecs_produce_next(l))) {
+		struct weft_dep d[ECS_MAX_DEPS];
+		int err;
+
+		weft_deps(t, d);
+		ecs_stamp_submit(t);
+		err = weft_spawn_with(l->sched, d, t->n, weft_task, t);
+		/* Nothing can wait for a task that was not submitted. */
+		if (err)
+			ecs_fail("weft_spawn_with (task %u) from the producer: %s", t->index, strerror(-err));
+	}
 }
 
 int ecs_run_weft(const struct ecs_params *p, struct ecs_result *r)
@@ -494,17 +603,22 @@ int ecs_run_weft(const struct ecs_params *p, struct ecs_result *r)
 		goto out;
 	}
 
+	l->sched = rt;
 	l->t_begin = bench_now_ns();
 	l->cpu_begin = bench_thread_cpu_ns();
-	for (unsigned i = 0; i < l->p.tasks; i++) {
+	if (l->p.in_pool) {
+		err = weft_spawn(rt, weft_produce, l);
+		if (err)
+			ecs_not_run(r, "weft_spawn of the producer: %s", strerror(-err));
+		else
+			ecs_gate_wait_finished(&l->gate);
+	}
+	for (unsigned i = 0; !l->p.in_pool && i < l->p.tasks; i++) {
 		struct ecs_task *t = &l->task[i];
 		struct weft_dep d[ECS_MAX_DEPS];
 
 		ecs_gate_enter(&l->gate, -1);
-		for (unsigned j = 0; j < t->n; j++) {
-			d[j].comp = t->comp[j];
-			d[j].access = t->write >> j & 1 ? WEFT_WRITE : WEFT_READ;
-		}
+		weft_deps(t, d);
 		/* Stamped before the call: the task may start before it
 		 * returns. */
 		ecs_stamp_submit(t);
@@ -517,7 +631,8 @@ int ecs_run_weft(const struct ecs_params *p, struct ecs_result *r)
 	}
 	/* On an error, still wait for what was submitted: those tasks point
 	 * into l. */
-	ecs_gate_drain(&l->gate);
+	if (!l->p.in_pool)
+		ecs_gate_drain(&l->gate);
 	l->t_end = bench_now_ns();
 	l->cpu_end = bench_thread_cpu_ns();
 	if (!err && weft_stats(rt, st) != 0) {

@@ -34,6 +34,10 @@ struct ecs_params {
 	 * defaults, as a user gets them). */
 	unsigned max_bypass;
 	bool strict_order;
+	/* The producer runs on the pool instead of on a thread of its own
+	 * (see "in-pool producer" below): weft, rwlock and condvar only;
+	 * OpenMP always submits from one thread of its team. */
+	bool in_pool;
 };
 
 /* ran false: not measured, why says so.  Waits are from submission (the
@@ -130,10 +134,14 @@ struct ecs_gate_worker {
 struct ecs_gate {
 	struct ecs_gate_worker w[ECS_MAX_WORKERS];
 	/* Read by workers after every task; written only when the submitter
-	 * goes to sleep or wakes. */
+	 * goes to sleep or wakes.  With an in-pool producer, `sleeping` means
+	 * "the producer is parked" and is never a futex word; `finished` is
+	 * the one the waiting main thread sleeps on. */
 	alignas(ECS_LINE) _Atomic uint32_t sleeping; /* the futex word */
 	_Atomic uint32_t drain;
 	_Atomic uint64_t drain_target;
+	_Atomic uint32_t finished;
+	bool in_pool;
 	/* The submitter's own. */
 	alignas(ECS_LINE) uint64_t submitted;
 	uint64_t known_done;
@@ -150,6 +158,8 @@ struct ecs_load {
 	/* The submitting thread's CPU time at t_begin and t_end, where it
 	 * only submits (weft and the two pools; 0 elsewhere). */
 	uint64_t cpu_begin, cpu_end;
+	/* The variant's scheduler, for its in-pool producer. */
+	void *sched;
 };
 
 /* Fill in defaults, check, generate the task list from the seed and touch
@@ -161,8 +171,10 @@ void ecs_load_free(struct ecs_load *l);
 
 /* The task body every variant runs: start timestamp, shadow check on
  * entry, busy-wait, shadow check on exit, count the completion for the
- * gate as worker `worker`. */
-void ecs_task_run(struct ecs_task *t, unsigned worker);
+ * gate as worker `worker`.  True when an in-pool producer is due again:
+ * the caller runs it (or queues it) once the task's components are free;
+ * always false with a producer thread. */
+bool ecs_task_run(struct ecs_task *t, unsigned worker);
 
 /* Busy-wait ns nanoseconds on CLOCK_MONOTONIC (nothing for 0). */
 void ecs_spin_ns(uint64_t ns);
@@ -173,6 +185,23 @@ void ecs_spin_ns(uint64_t ns);
 void ecs_gate_enter(struct ecs_gate *g, int self);
 /* The submitter: returns once every submitted task has finished. */
 void ecs_gate_drain(struct ecs_gate *g);
+
+/*
+ * The in-pool producer.  Nothing runs beside the pool: the producer is a
+ * task (weft) or a turn of a pool thread (rwlock, condvar) that submits
+ * until the window is full and then parks, handing its restart to the
+ * worker whose completion frees `slack` + 1 slots (the same thresholds as
+ * the sleeping submitter's, with every worker counted); no thread sleeps
+ * for the window and no futex call is made for it.  Only one producer runs
+ * at a time: a restart is owned by whoever clears `sleeping`.
+ *
+ * ecs_produce_next: the next task to submit, counted as submitted, or NULL
+ * when the producer must stop (parked, or the last task was submitted: then
+ * the load is marked draining).  ecs_gate_wait_finished: the main thread
+ * sleeps until every task of the load has finished (one futex wake).
+ */
+struct ecs_task *ecs_produce_next(struct ecs_load *l);
+void ecs_gate_wait_finished(struct ecs_gate *g);
 /* Sum of the workers' completion counters. */
 uint64_t ecs_gate_done(struct ecs_gate *g);
 

@@ -67,7 +67,30 @@ struct rw_pool {
 	struct ecs_task **ring;
 	unsigned mask, head, tail, idle;
 	bool stop;
+	bool produce; /* the in-pool producer's first turn is due */
 };
+
+static void rw_submit(struct rw_pool *pool, struct ecs_task *t)
+{
+	ecs_stamp_submit(t);
+	pthread_mutex_lock(&pool->mu);
+	if (pool->tail - pool->head > pool->mask)
+		ecs_fail("rwlock pool queue overflow");
+	pool->ring[pool->tail++ & pool->mask] = t;
+	/* One task can feed one worker: signal, not broadcast. */
+	if (pool->idle)
+		pthread_cond_signal(&pool->cv);
+	pthread_mutex_unlock(&pool->mu);
+}
+
+/* The in-pool producer's turn on a pool thread. */
+static void rw_produce(struct rw_pool *pool)
+{
+	struct ecs_task *t;
+
+	while ((t = ecs_produce_next(pool->load)))
+		rw_submit(pool, t);
+}
 
 static void *rw_worker(void *arg)
 {
@@ -76,12 +99,19 @@ static void *rw_worker(void *arg)
 
 	for (;;) {
 		struct ecs_task *t;
+		bool due;
 
 		pthread_mutex_lock(&pool->mu);
-		while (pool->head == pool->tail && !pool->stop) {
+		while (pool->head == pool->tail && !pool->produce && !pool->stop) {
 			pool->idle++;
 			pthread_cond_wait(&pool->cv, &pool->mu);
 			pool->idle--;
+		}
+		if (pool->produce) {
+			pool->produce = false;
+			pthread_mutex_unlock(&pool->mu);
+			rw_produce(pool);
+			continue;
 		}
 		if (pool->head == pool->tail) {
 			pthread_mutex_unlock(&pool->mu);
@@ -98,9 +128,11 @@ static void *rw_worker(void *arg)
 			else
 				pthread_rwlock_rdlock(lk);
 		}
-		ecs_task_run(t, self->index);
+		due = ecs_task_run(t, self->index);
 		for (unsigned j = t->n; j-- > 0;)
 			pthread_rwlock_unlock(&pool->comp[t->comp[j]].lock);
+		if (due)
+			rw_produce(pool);
 	}
 }
 
@@ -127,7 +159,7 @@ int ecs_run_rwlock(const struct ecs_params *p, struct ecs_result *r)
 	pool->load = l;
 	pool->mask = cap - 1;
 	pool->head = pool->tail = pool->idle = 0;
-	pool->stop = false;
+	pool->stop = pool->produce = false;
 	pthread_mutex_init(&pool->mu, NULL);
 	pthread_cond_init(&pool->cv, NULL);
 	/* Default attributes: glibc's rwlocks prefer readers, as most users
@@ -139,21 +171,19 @@ int ecs_run_rwlock(const struct ecs_params *p, struct ecs_result *r)
 	if (!err) {
 		l->t_begin = bench_now_ns();
 		l->cpu_begin = bench_thread_cpu_ns();
-		for (unsigned i = 0; i < l->p.tasks; i++) {
-			struct ecs_task *t = &l->task[i];
-
-			ecs_gate_enter(&l->gate, -1);
-			ecs_stamp_submit(t);
+		if (l->p.in_pool) {
 			pthread_mutex_lock(&pool->mu);
-			if (pool->tail - pool->head > pool->mask)
-				ecs_fail("rwlock pool queue overflow");
-			pool->ring[pool->tail++ & pool->mask] = t;
-			/* One task can feed one worker: signal, not broadcast. */
-			if (pool->idle)
-				pthread_cond_signal(&pool->cv);
+			pool->produce = true;
+			pthread_cond_signal(&pool->cv);
 			pthread_mutex_unlock(&pool->mu);
+			ecs_gate_wait_finished(&l->gate);
+		} else {
+			for (unsigned i = 0; i < l->p.tasks; i++) {
+				ecs_gate_enter(&l->gate, -1);
+				rw_submit(pool, &l->task[i]);
+			}
+			ecs_gate_drain(&l->gate);
 		}
-		ecs_gate_drain(&l->gate);
 		l->t_end = bench_now_ns();
 		l->cpu_end = bench_thread_cpu_ns();
 	}
@@ -203,6 +233,7 @@ struct cv_sched {
 	uint64_t rheld, wheld;
 	unsigned waiting;
 	bool stop;
+	bool produce; /* the in-pool producer's first turn is due */
 	uint64_t wakeups, spurious;
 };
 
@@ -241,17 +272,50 @@ static void cv_unhold(struct cv_sched *s, const struct ecs_task *t)
 			s->rheld &= ~(1ull << t->comp[j]);
 }
 
+static void cv_submit(struct cv_sched *s, uint32_t i)
+{
+	ecs_stamp_submit(&s->load->task[i]);
+	pthread_mutex_lock(&s->mu);
+	s->next[i] = NIL;
+	s->prev[i] = s->tail;
+	if (s->tail == NIL)
+		s->head = i;
+	else
+		s->next[s->tail] = i;
+	s->tail = i;
+	/* A new task can serve at most one worker. */
+	if (s->waiting)
+		pthread_cond_signal(&s->cv);
+	pthread_mutex_unlock(&s->mu);
+}
+
+/* The in-pool producer's turn on a pool thread (without the mutex). */
+static void cv_produce(struct cv_sched *s)
+{
+	struct ecs_task *t;
+
+	while ((t = ecs_produce_next(s->load)))
+		cv_submit(s, t->index);
+}
+
 static void *cv_worker(void *arg)
 {
 	struct pool_thread *self = arg;
 	struct cv_sched *s = self->sched;
 	struct ecs_task *tasks = s->load->task;
-	bool woken = false;
+	bool woken = false, due;
 
 	pthread_mutex_lock(&s->mu);
 	for (;;) {
 		uint32_t i = s->head;
 
+		if (s->produce) {
+			s->produce = false;
+			pthread_mutex_unlock(&s->mu);
+			cv_produce(s);
+			pthread_mutex_lock(&s->mu);
+			continue;
+		}
 		while (i != NIL && !cv_compatible(s, i))
 			i = s->next[i];
 		if (i != NIL) {
@@ -261,13 +325,18 @@ static void *cv_worker(void *arg)
 			cv_unlink(s, i);
 			cv_hold(s, t);
 			pthread_mutex_unlock(&s->mu);
-			ecs_task_run(t, self->index);
+			due = ecs_task_run(t, self->index);
 			pthread_mutex_lock(&s->mu);
 			cv_unhold(s, t);
 			/* What became runnable is not known here: wake
 			 * every waiter and let each one scan. */
 			if (s->waiting)
 				pthread_cond_broadcast(&s->cv);
+			if (due) {
+				pthread_mutex_unlock(&s->mu);
+				cv_produce(s);
+				pthread_mutex_lock(&s->mu);
+			}
 			continue;
 		}
 		/* stop comes after the last task: its wake is not counted. */
@@ -324,23 +393,20 @@ int ecs_run_condvar(const struct ecs_params *p, struct ecs_result *r)
 	if (!err) {
 		l->t_begin = bench_now_ns();
 		l->cpu_begin = bench_thread_cpu_ns();
-		for (unsigned i = 0; i < l->p.tasks; i++) {
-			ecs_gate_enter(&l->gate, -1);
-			ecs_stamp_submit(&l->task[i]);
+		if (l->p.in_pool) {
 			pthread_mutex_lock(&s->mu);
-			s->next[i] = NIL;
-			s->prev[i] = s->tail;
-			if (s->tail == NIL)
-				s->head = i;
-			else
-				s->next[s->tail] = i;
-			s->tail = i;
-			/* A new task can serve at most one worker. */
+			s->produce = true;
 			if (s->waiting)
 				pthread_cond_signal(&s->cv);
 			pthread_mutex_unlock(&s->mu);
+			ecs_gate_wait_finished(&l->gate);
+		} else {
+			for (unsigned i = 0; i < l->p.tasks; i++) {
+				ecs_gate_enter(&l->gate, -1);
+				cv_submit(s, i);
+			}
+			ecs_gate_drain(&l->gate);
 		}
-		ecs_gate_drain(&l->gate);
 		l->t_end = bench_now_ns();
 		l->cpu_end = bench_thread_cpu_ns();
 	}

@@ -33,7 +33,10 @@ struct omp_deps {
 int ecs_run_omp(const struct ecs_params *p, struct ecs_result *r)
 {
 	int err, threads = 0;
-	struct ecs_load *l = ecs_load_new(p, r, &err);
+	/* The submitter is one of the team already. */
+	struct ecs_params q = *p;
+	q.in_pool = false;
+	struct ecs_load *l = ecs_load_new(&q, r, &err);
 
 	if (!l)
 		return err;

@@ -1151,6 +1151,55 @@ static void ecs_config(bool zipf, double work_us)
 }
 
 /*
+ * The W = 1 us rows again with the producer inside the pool (ecs.h, "the
+ * in-pool producer"): a weft task, or a turn of a pool thread, submits
+ * until the window is full and is restarted by the completion that frees
+ * it, the way a server's I/O callbacks submit work.  Two threads on the
+ * two CPUs, no gate sleeps; OpenMP is left out (it always submits from its
+ * team, in the row above).  No goal: it shows what the third thread of the
+ * rows above costs each scheduler.
+ */
+static void ecs_in_pool_row(bool zipf)
+{
+	struct ecs_params p = {
+		.tasks = M.fib_n >= 35 ? 200000 : 50000,
+		.components = 64,
+		.work_us = 1,
+		.zipf = zipf,
+		.inflight = 1024,
+		.workers = 2,
+		.seed = 0x5eed,
+		.in_pool = true,
+	};
+	struct ecs_result weft, rw, cv, serial;
+	ecs_run_serial(&p, &serial);
+	ecs_run_weft(&p, &weft);
+	ecs_run_rwlock(&p, &rw);
+	ecs_run_condvar(&p, &cv);
+	const char *dist = zipf ? "zipf" : "uniform";
+	struct bench_row *row = bench_row_new("ecs", "  in-pool producer W=1us %s", dist);
+	if (!weft.ran) {
+		bench_weft(row, "ERROR: %s", weft.why);
+		bench_goal(row, BENCH_ERROR, "-");
+		errors++;
+	} else {
+		bench_weft(row, "%.0f ns/task, %.1f%% waited", weft.ns_per_task, weft.waited_frac * 100);
+		bench_base(row, "serial %.0f, rwlock %.0f, condvar %.0f ns", serial.ran ? serial.ns_per_task : NAN,
+			   rw.ran ? rw.ns_per_task : NAN, cv.ran ? cv.ns_per_task : NAN);
+		bench_ratio(row, "%.2fx rwlock, %.2fx condvar", rw.ran ? rw.ns_per_task / weft.ns_per_task : NAN,
+			    cv.ran ? cv.ns_per_task / weft.ns_per_task : NAN);
+		bench_goal(row, BENCH_NONE, "%.2fx serial; no 3rd thread",
+			   serial.ran ? serial.ns_per_task / weft.ns_per_task : NAN);
+	}
+	ecs_metrics(row, "weft", &weft);
+	ecs_metrics(row, "rwlock", &rw);
+	ecs_metrics(row, "condvar", &cv);
+	ecs_metrics(row, "serial", &serial);
+	bench_metric(row, "weft_waited_frac", weft.ran ? weft.waited_frac : NAN);
+	bench_print_row(row);
+}
+
+/*
  * What the fairness rule costs where it bites: the skewed W = 1 us load of
  * the row before, run again with the bypass budget out of reach (no
  * reservations: greedy, like the condvar baseline, which has no bound) and
@@ -1197,6 +1246,8 @@ static void group_ecs(void)
 	ecs_config(false, 1);
 	ecs_config(true, 1);
 	ecs_fairness_row();
+	ecs_in_pool_row(false);
+	ecs_in_pool_row(true);
 
 	double pair = ecs_uncontended_pair_ns();
 	struct bench_row *row = bench_row_new("ecs", "try_acquire+release, 2 comps");
