@@ -412,17 +412,20 @@ void ecs_gate_drain(struct ecs_gate *g)
  * producer may go on. */
 static bool gate_park(struct ecs_gate *g)
 {
+	/* Read before the store of `sleeping`: from then on a restarted
+	 * producer on another thread may be counting it up. */
+	uint64_t submitted = g->submitted;
 	uint64_t snap[ECS_MAX_WORKERS], total = 0, outstanding;
 
 	for (unsigned w = 0; w < g->nworkers; w++)
 		total += snap[w] = atomic_load(&g->w[w].done);
-	outstanding = g->submitted - total;
+	outstanding = submitted - total;
 	if (outstanding < g->inflight)
 		return false;
 	/* Every worker can finish tasks: the producer blocks none of them. */
 	gate_set_thresholds(g, g->nworkers, snap, outstanding);
 	atomic_store(&g->sleeping, 1);
-	if (g->submitted - ecs_gate_done(g) < g->inflight)
+	if (submitted - ecs_gate_done(g) < g->inflight)
 		/* Room after all.  Whoever clears the flag owns the restart:
 		 * if a worker beat us to it, it restarts the producer and
 		 * this one must stop. */
@@ -538,8 +541,9 @@ static void weft_task(void *arg)
 
 	if (w < 0)
 		ecs_fail("weft ran task %u outside its workers", t->index);
-	/* From a worker, weft_spawn pushes on its own deque: the producer
-	 * runs right after this task's release, or on a thief. */
+	/* From a worker, weft_spawn pushes on its own deque: this worker
+	 * runs the producer after this task's release (and the grants that
+	 * release chains, at most 16), unless a thief takes it first. */
 	if (ecs_task_run(t, (unsigned)w) && weft_spawn(t->load->sched, weft_produce, t->load) != 0)
 		ecs_fail("weft_spawn of the producer failed");
 }

@@ -310,6 +310,9 @@ static void *cv_worker(void *arg)
 		uint32_t i = s->head;
 
 		if (s->produce) {
+			/* A turn of the producer is work: the wake that
+			 * brought it was not spurious. */
+			woken = false;
 			s->produce = false;
 			pthread_mutex_unlock(&s->mu);
 			cv_produce(s);

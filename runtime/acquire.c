@@ -1065,8 +1065,13 @@ static void request_task(void *p)
 	if (r == 1) {
 		grant_task(g);
 	} else if (r < 0) {
+		/* The call returned 0 long ago (the core had no memory for the
+		 * request): say it the only way left, as acquire_item_to_task
+		 * does. */
 		if (g->kind == G_CALLBACK)
 			g->u.cb.cb(NULL, r, g->u.cb.ctx);
+		else
+			fprintf(stderr, "weft: out of memory for a weft_spawn_with request; its task does not run\n");
 		grant_free(g);
 	}
 }
@@ -1113,8 +1118,9 @@ static int submit_any(struct weft_rt *rt, const struct weft_dep *deps, size_t n,
 {
 	struct weft_grant *g;
 	struct weft_worker *w = weft_tls_worker;
-	/* A worker's request goes to its own node's queue (see above): its
-	 * workers take it after what is already granted to them. */
+	/* A worker's request goes to its own node's queue (see above), where
+	 * its node's workers look after their own deques (or sooner: an idle
+	 * one at once, a busy one every INJECT_TICK tasks). */
 	int node = w && w->rt == rt ? (int)w->node : -1;
 	/* Merged and checked here, so a failed call changes nothing; the deps
 	 * travel in the injection item (acquire_item_to_task makes the grant

@@ -22,7 +22,7 @@ void acquire_fini(struct weft_rt *rt);
  * (their callbacks get -ECANCELED).  True if that made new work. */
 bool acquire_cancel_stuck(struct weft_rt *rt);
 void acquire_stats(struct weft_rt *rt, struct weft_acquire_stats *out);
-/* Is fn the task that carries a request of a thread that is not a worker
+/* Is fn the task that carries a weft_acquire / weft_spawn_with request
  * with more deps than fit in an injection item (the rest travel in the
  * item: inject_item_is_request)?  A worker that pops either kind first
  * takes it alone (take_injected). */

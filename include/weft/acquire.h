@@ -34,8 +34,10 @@ struct weft_dep {
 /* What was granted; released exactly once with weft_release. */
 struct weft_grant;
 
-/* status 0: every dep is held, release grant when done.  status < 0: the
- * request was cancelled (-ECANCELED at weft_destroy) and grant is NULL. */
+/* status 0: every dep is held, release grant when done.  status < 0: grant
+ * is NULL and the request is over: -ECANCELED (still waiting when
+ * weft_destroy found nothing else to run) or -ENOMEM (no memory for it on
+ * the worker that took it). */
 typedef void (*weft_acquire_fn)(struct weft_grant *grant, int status, void *ctx);
 
 /* The id for a name: the same name always gives the same id.  -EINVAL for
@@ -43,7 +45,11 @@ typedef void (*weft_acquire_fn)(struct weft_grant *grant, int status, void *ctx)
 WEFT_API int weft_component(weft_rt *rt, const char *name);
 
 /* Ask for deps; returns at once.  cb runs on a worker once they are held.
- * deps is copied.  0 or -errno; a failed call changes nothing. */
+ * deps is copied.  0 or -errno; a failed call changes nothing.  The request
+ * is queued (on a worker: on its node) and the components are requested
+ * when a worker takes it, not during the call: a weft_try_acquire or
+ * weft_acquire_wait made after it by the same thread may be granted
+ * first.  The same holds for weft_spawn_with. */
 WEFT_API int weft_acquire(weft_rt *rt, const struct weft_dep *deps, size_t n, weft_acquire_fn cb, void *ctx);
 
 /* Give back what a grant holds.  Any thread, exactly once per grant. */
