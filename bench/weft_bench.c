@@ -1006,6 +1006,22 @@ static void group_memory(void)
 
 /* ---- component scheduler (issue 3) ------------------------------------------ */
 
+/* The issue's load: 64 components, at most 1024 in flight, 2 workers;
+ * 200k tasks in full mode, 50k in quick mode. */
+static struct ecs_params ecs_row_params(bool zipf, double work_us)
+{
+	struct ecs_params p = {
+		.tasks = M.fib_n >= 35 ? 200000 : 50000,
+		.components = 64,
+		.work_us = work_us,
+		.zipf = zipf,
+		.inflight = 1024,
+		.workers = 2,
+		.seed = 0x5eed,
+	};
+	return p;
+}
+
 static void ecs_metrics(struct bench_row *row, const char *who, const struct ecs_result *r)
 {
 	char key[32];
@@ -1059,15 +1075,7 @@ static void ecs_floor_row(bool zipf, double work_us, const struct ecs_result *we
 
 static void ecs_config(bool zipf, double work_us)
 {
-	struct ecs_params p = {
-		.tasks = M.fib_n >= 35 ? 200000 : 50000,
-		.components = 64,
-		.work_us = work_us,
-		.zipf = zipf,
-		.inflight = 1024,
-		.workers = 2,
-		.seed = 0x5eed,
-	};
+	struct ecs_params p = ecs_row_params(zipf, work_us);
 	struct ecs_result weft, rw, cv, omp, serial;
 	ecs_run_serial(&p, &serial);
 	ecs_run_weft(&p, &weft);
@@ -1161,16 +1169,8 @@ static void ecs_config(bool zipf, double work_us)
  */
 static void ecs_in_pool_row(bool zipf)
 {
-	struct ecs_params p = {
-		.tasks = M.fib_n >= 35 ? 200000 : 50000,
-		.components = 64,
-		.work_us = 1,
-		.zipf = zipf,
-		.inflight = 1024,
-		.workers = 2,
-		.seed = 0x5eed,
-		.in_pool = true,
-	};
+	struct ecs_params p = ecs_row_params(zipf, 1);
+	p.in_pool = true;
 	struct ecs_result weft, rw, cv, serial;
 	ecs_run_serial(&p, &serial);
 	ecs_run_weft(&p, &weft);
@@ -1207,16 +1207,8 @@ static void ecs_in_pool_row(bool zipf)
  */
 static void ecs_fairness_row(void)
 {
-	struct ecs_params p = {
-		.tasks = M.fib_n >= 35 ? 200000 : 50000,
-		.components = 64,
-		.work_us = 1,
-		.zipf = true,
-		.inflight = 1024,
-		.workers = 2,
-		.seed = 0x5eed,
-		.max_bypass = UINT32_MAX,
-	};
+	struct ecs_params p = ecs_row_params(true, 1);
+	p.max_bypass = UINT32_MAX;
 	struct ecs_result unfair, strict;
 	ecs_run_weft(&p, &unfair);
 	p.max_bypass = 0;
