@@ -59,8 +59,8 @@
  * weft_destroy can report and free what callers never released.
  * weft_acquire / weft_spawn_with (from any thread, workers included)
  * merge and check the deps at the call and send the request to a worker
- * inside an injection item (up to GRANT_INLINE_DEPS deps; more go as a malloc'd
- * grant); the worker makes the grant in its own arena
+ * inside an injection item (up to GRANT_INLINE_DEPS deps; more go as a
+ * malloc'd grant); the worker makes the grant in its own arena
  * (acquire_item_to_task), requests the components and, when they are
  * granted at once, runs the callback right away (request_task).
  */
