@@ -575,6 +575,30 @@ static void weft_produce(void *arg)
 	}
 }
 
+/* The producer thread: every task through the gate.  0 or -errno (then
+ * the tasks before the failed one are submitted). */
+static int weft_submit_all(weft_rt *rt, struct ecs_load *l, struct ecs_result *r)
+{
+	for (unsigned i = 0; i < l->p.tasks; i++) {
+		struct ecs_task *t = &l->task[i];
+		struct weft_dep d[ECS_MAX_DEPS];
+		int err;
+
+		ecs_gate_enter(&l->gate, -1);
+		weft_deps(t, d);
+		/* Stamped before the call: the task may start before it
+		 * returns. */
+		ecs_stamp_submit(t);
+		err = weft_spawn_with(rt, d, t->n, weft_task, t);
+		if (err) {
+			ecs_not_run(r, "weft_spawn_with (task %u): %s", i, strerror(-err));
+			l->gate.submitted--;
+			return err;
+		}
+	}
+	return 0;
+}
+
 int ecs_run_weft(const struct ecs_params *p, struct ecs_result *r)
 {
 	struct weft_config cfg = { 0 };
@@ -616,27 +640,12 @@ int ecs_run_weft(const struct ecs_params *p, struct ecs_result *r)
 			ecs_not_run(r, "weft_spawn of the producer: %s", strerror(-err));
 		else
 			ecs_gate_wait_finished(&l->gate);
-	}
-	for (unsigned i = 0; !l->p.in_pool && i < l->p.tasks; i++) {
-		struct ecs_task *t = &l->task[i];
-		struct weft_dep d[ECS_MAX_DEPS];
-
-		ecs_gate_enter(&l->gate, -1);
-		weft_deps(t, d);
-		/* Stamped before the call: the task may start before it
-		 * returns. */
-		ecs_stamp_submit(t);
-		err = weft_spawn_with(rt, d, t->n, weft_task, t);
-		if (err) {
-			ecs_not_run(r, "weft_spawn_with (task %u): %s", i, strerror(-err));
-			l->gate.submitted--;
-			break;
-		}
-	}
-	/* On an error, still wait for what was submitted: those tasks point
-	 * into l. */
-	if (!l->p.in_pool)
+	} else {
+		err = weft_submit_all(rt, l, r);
+		/* On an error, still wait for what was submitted: those
+		 * tasks point into l. */
 		ecs_gate_drain(&l->gate);
+	}
 	l->t_end = bench_now_ns();
 	l->cpu_end = bench_thread_cpu_ns();
 	if (!err && weft_stats(rt, st) != 0) {
